@@ -1,0 +1,19 @@
+//! PCI: configuration mechanism #1, a config-space helper, the host bridge.
+//!
+//! A PCI device is four methods: config space read/write and BAR read/write.
+//! BARs are placed by the VMM when the VM is built and never move (see
+//! `config_space` for what happens when a guest tries).
+
+/// A function on the PCI bus. All methods take guest-controlled offsets and
+/// lengths and must not panic on any of them.
+pub trait PciDevice: Send {
+    /// Config space access; `offset` in 0..256, `data.len()` in {1, 2, 4}
+    /// and naturally aligned (the config mechanism guarantees both).
+    fn config_read(&mut self, offset: u16, data: &mut [u8]);
+    fn config_write(&mut self, offset: u16, data: &[u8]);
+    /// Access to BAR `bar` at `offset` within it. Called for every guest
+    /// access to the BAR's placed range; the device itself decides whether
+    /// its command register lets the access through.
+    fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]);
+    fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]);
+}

@@ -1,0 +1,2 @@
+//! kennel: a small KVM VMM for watchdog supervision. See README.md for the
+//! code map.

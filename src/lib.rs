@@ -1,2 +1,18 @@
-//! kennel: a small KVM VMM for watchdog supervision. See README.md for the
-//! code map.
+//! kennel: a small KVM VMM for watchdog supervision. README.md has the code
+//! map and the boot sequence.
+
+pub mod boot;
+pub mod cli;
+pub mod controller;
+pub mod cpuid;
+pub mod exit_code;
+pub mod exits;
+pub mod host;
+pub mod layout;
+pub mod platform;
+pub mod pvm;
+pub mod requests;
+pub mod run;
+pub mod terminal;
+pub mod vcpu;
+pub mod vm;

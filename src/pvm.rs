@@ -1,0 +1,96 @@
+//! What a stock guest kernel needs on a PVM host, where KVM emulates guest
+//! kernel code instruction by instruction (see
+//! shared/design/host-kvm-notes.md, summarised in README.md).
+
+use std::path::Path;
+
+use kvm_ioctls::VcpuFd;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// Errors handling an emulation failure.
+#[derive(Debug, thiserror::Error)]
+pub enum PvmError {
+    #[error("KVM could not emulate the instruction at RIP {rip:#x} (bytes: {bytes}); the guest cannot continue")]
+    Unhandled { rip: u64, bytes: String },
+    #[error("cannot inspect the vCPU after an emulation failure: {0}")]
+    Inspect(String),
+}
+
+/// True when `/dev/kvm` is served by the PVM backend.
+pub fn host_is_pvm() -> bool {
+    host_is_pvm_at(Path::new("/sys/module/kvm_pvm"))
+}
+
+pub fn host_is_pvm_at(module: &Path) -> bool {
+    module.exists()
+}
+
+/// Guest command-line additions that avoid instructions PVM cannot emulate
+/// (xsave/xrstor, SMAP's clac/stac, popcnt) and slow calibration loops.
+pub const CMDLINE_EXTRA: &str = "noxsave clearcpuid=308,151 nopti mitigations=off lpj=5000000 tsc=reliable";
+
+const INT3: u8 = 0xcc;
+const BP_VECTOR: u8 = 3;
+
+/// Reads up to 16 instruction bytes at the guest's RIP.
+fn instruction_bytes(vcpu: &VcpuFd, mem: &GuestMemoryMmap, rip: u64) -> Vec<u8> {
+    let Ok(t) = vcpu.translate_gva(rip) else { return Vec::new() };
+    if t.valid == 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for i in 0..16 {
+        match mem.read_obj::<u8>(GuestAddress(t.physical_address + i)) {
+            Ok(b) => out.push(b),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "unreadable".into();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+}
+
+/// Handles an emulation failure if it is one we know: PVM's emulator does
+/// not implement `int3`, which Linux executes in its alternatives self-test.
+/// We do what the CPU would: step past it and deliver #BP.
+pub fn handle_emulation_failure(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Result<(), PvmError> {
+    let mut regs = vcpu.get_regs().map_err(|e| PvmError::Inspect(e.to_string()))?;
+    let bytes = instruction_bytes(vcpu, mem, regs.rip);
+    if bytes.first() != Some(&INT3) {
+        return Err(PvmError::Unhandled { rip: regs.rip, bytes: hex(&bytes) });
+    }
+    regs.rip += 1;
+    vcpu.set_regs(&regs).map_err(|e| PvmError::Inspect(e.to_string()))?;
+    let mut ev = vcpu.get_vcpu_events().map_err(|e| PvmError::Inspect(e.to_string()))?;
+    ev.exception.injected = 1;
+    ev.exception.nr = BP_VECTOR;
+    ev.exception.has_error_code = 0;
+    ev.exception.error_code = 0;
+    vcpu.set_vcpu_events(&ev).map_err(|e| PvmError::Inspect(e.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_follows_the_module_directory() {
+        let dir = std::env::temp_dir().join(format!("kennel-pvm-{}", std::process::id()));
+        assert!(!host_is_pvm_at(&dir));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(host_is_pvm_at(&dir));
+        std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn hex_formats_bytes_for_the_error_message() {
+        assert_eq!(hex(&[0xf0, 0x48, 0x0f]), "f0 48 0f");
+        assert_eq!(hex(&[]), "unreadable");
+    }
+}

@@ -1,0 +1,60 @@
+//! Messages from vCPU threads and devices to the main loop.
+//!
+//! Anything outside the main thread that needs the VMM to act (a vCPU that
+//! saw a reset, a watchdog fact, the keyboard controller's reset line) sends
+//! a request here; the main loop wakes on the eventfd and drains the queue.
+
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kennel_devices::i6300esb::WatchdogFact;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::exits::ResetSource;
+
+#[derive(Debug)]
+pub enum VmRequest {
+    /// The guest reset itself (keyboard controller, triple fault, KVM event).
+    GuestReset(ResetSource),
+    GuestPowerOff,
+    /// A vCPU cannot go on; the VM must stop with an error.
+    Fatal { vcpu: u8, message: String },
+    /// The watchdog reported a fact at watchdog-clock time `at`.
+    Watchdog { fact: WatchdogFact, at: Duration, generation: u64 },
+}
+
+#[derive(Clone, Debug)]
+pub struct RequestSender {
+    tx: Sender<VmRequest>,
+    wake: Arc<EventFd>,
+}
+
+impl RequestSender {
+    /// Sends a request. A closed channel means the main loop is gone and the
+    /// process is exiting; there is nobody left to tell.
+    pub fn send(&self, r: VmRequest) {
+        if self.tx.send(r).is_ok() {
+            let _ = self.wake.write(1);
+        }
+    }
+}
+
+pub struct RequestQueue {
+    rx: Receiver<VmRequest>,
+    pub wake: Arc<EventFd>,
+}
+
+pub fn channel_pair() -> std::io::Result<(RequestSender, RequestQueue)> {
+    let (tx, rx) = channel();
+    let wake = Arc::new(EventFd::new(EFD_NONBLOCK)?);
+    Ok((RequestSender { tx, wake: wake.clone() }, RequestQueue { rx, wake }))
+}
+
+impl RequestQueue {
+    /// Takes every pending request, clearing the wake-up.
+    pub fn drain(&self) -> Vec<VmRequest> {
+        let _ = self.wake.read();
+        self.rx.try_iter().collect()
+    }
+}

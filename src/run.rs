@@ -1,0 +1,116 @@
+//! `kennel run`: from parsed arguments to a running, supervised VM.
+
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventManager, MutEventSubscriber};
+
+use crate::cli::RunArgs;
+use crate::controller::{Controller, ControllerConfig, ControllerError};
+use crate::exit_code;
+use crate::host::{self, HostError};
+use crate::pvm;
+use crate::terminal::RawMode;
+use crate::vcpu::{self, VcpuError};
+use crate::vm::VmConfig;
+
+/// Errors starting `kennel run`.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    #[error("cannot start the event loop: {0:?}")]
+    EventLoop(event_manager::Error),
+    #[error("kernel image {0} does not exist")]
+    KernelMissing(std::path::PathBuf),
+    #[error("initrd {0} does not exist")]
+    InitrdMissing(std::path::PathBuf),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Controller(ControllerError::Vm(_)) | RunError::Host(_) => exit_code::HOST_ERROR,
+            _ => exit_code::HOST_ERROR,
+        }
+    }
+}
+
+/// The command line the guest gets: the user's, plus the PVM settings when
+/// the host needs them and the user has not said otherwise.
+pub fn effective_cmdline(user: &str, pvm: bool) -> String {
+    let mut s = user.trim().to_string();
+    if pvm {
+        for opt in pvm::CMDLINE_EXTRA.split_whitespace() {
+            let key = opt.split('=').next().unwrap_or(opt);
+            let present = s.split_whitespace().any(|w| w == key || w.starts_with(&format!("{key}=")));
+            if !present {
+                s.push(' ');
+                s.push_str(opt);
+            }
+        }
+    }
+    s
+}
+
+pub fn run(args: RunArgs) -> Result<i32, RunError> {
+    // Check what the user gave before touching KVM, so a typo is reported
+    // as a typo even on a host without KVM.
+    if !args.kernel.exists() {
+        return Err(RunError::KernelMissing(args.kernel));
+    }
+    if let Some(p) = &args.initrd {
+        if !p.exists() {
+            return Err(RunError::InitrdMissing(p.clone()));
+        }
+    }
+    let kvm = host::open_kvm()?;
+    let pvm = pvm::host_is_pvm() && !args.no_pvm_quirks;
+    if pvm {
+        log::info!(
+            "this host's KVM is PVM: guest kernel code is emulated (slow); masking CPUID and adding '{}' to the command line",
+            pvm::CMDLINE_EXTRA
+        );
+    }
+    vcpu::init_kick_signal()?;
+    let cfg = ControllerConfig {
+        vm: VmConfig {
+            kernel: args.kernel,
+            initrd: args.initrd,
+            cmdline: effective_cmdline(&args.cmdline, pvm),
+            mem_bytes: args.memory << 20,
+            vcpus: args.vcpus,
+            pvm,
+        },
+        no_reboot: args.no_reboot,
+    };
+    let _raw = RawMode::enter();
+    let controller = Arc::new(Mutex::new(Controller::new(kvm, cfg)?));
+    let mut em: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
+        EventManager::new().map_err(RunError::EventLoop)?;
+    em.add_subscriber(controller.clone());
+    loop {
+        if let Some(code) = kennel_devices::bus::lock(&controller).exit_status() {
+            return Ok(code);
+        }
+        em.run().map_err(RunError::EventLoop)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pvm_settings_are_appended_once_and_user_choices_win() {
+        let c = effective_cmdline("console=ttyS0 lpj=1", true);
+        assert!(c.starts_with("console=ttyS0 lpj=1 "));
+        assert!(!c.contains("lpj=5000000"), "user's lpj must win: {c}");
+        assert!(c.contains("noxsave") && c.contains("clearcpuid=308,151"));
+        assert_eq!(effective_cmdline(" console=ttyS0 ", false), "console=ttyS0");
+        assert_eq!(effective_cmdline(&c, true), c);
+    }
+}

@@ -1,0 +1,163 @@
+//! Shared helpers for integration tests that start the real `kennel` binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn kennel_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kennel"))
+}
+
+/// True when this host can run KVM guests. When it cannot, says so loudly:
+/// the test then checks nothing and must not be mistaken for a pass.
+pub fn kvm_or_skip(test: &str) -> bool {
+    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("\n*** SKIPPED {test}: /dev/kvm is not usable here ({e}); this test needs KVM ***\n");
+            false
+        }
+    }
+}
+
+pub fn host_is_pvm() -> bool {
+    Path::new("/sys/module/kvm_pvm").exists()
+}
+
+/// Builds the tiny test guests once per test binary.
+pub fn test_guest(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let out = repo().join("target/test-guests");
+        let st = Command::new(repo().join("scripts/build-test-guests"))
+            .arg(&out)
+            .status()
+            .expect("run scripts/build-test-guests");
+        assert!(st.success(), "scripts/build-test-guests failed");
+        out
+    });
+    dir.join(format!("{name}.elf"))
+}
+
+/// A unique scratch path for this test process.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kennel-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir.join(name)
+}
+
+/// A running kennel whose stdout (guest console) and stderr (log) lines are
+/// collected as they arrive.
+pub struct Kennel {
+    child: Child,
+    lines: Receiver<(bool, String)>,
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+}
+
+impl Kennel {
+    pub fn start(args: &[&str]) -> Kennel {
+        let mut child = Command::new(kennel_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kennel");
+        let (tx, rx) = channel();
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        for (is_err, stream) in [(false, Box::new(out) as Box<dyn std::io::Read + Send>), (true, Box::new(err))] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send((is_err, line));
+                }
+            });
+        }
+        Kennel { child, lines: rx, stdout: Vec::new(), stderr: Vec::new() }
+    }
+
+    fn take(&mut self, (is_err, line): (bool, String)) -> String {
+        if is_err {
+            self.stderr.push(line.clone());
+        } else {
+            self.stdout.push(line.clone());
+        }
+        line
+    }
+
+    /// Waits for a line (stdout or stderr) containing `needle`; returns it,
+    /// or None at the deadline or when kennel has exited.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let line = self.take(l);
+                    if line.contains(needle) {
+                        return Some(line);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Waits for kennel to exit; kills it at the deadline.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                self.drain();
+                return Some(st);
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.drain();
+                return None;
+            }
+            while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(20)) {
+                self.take(l);
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(100)) {
+            self.take(l);
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.drain();
+    }
+
+    /// Everything seen so far, for assertion messages.
+    pub fn transcript(&self) -> String {
+        format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout.join("\n"), self.stderr.join("\n"))
+    }
+}
+
+impl Drop for Kennel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -8,4 +8,5 @@
 pub mod bus;
 pub mod clock;
 pub mod irq;
+pub mod log_limit;
 pub mod pci;

@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod clock;
+pub mod i6300esb;
 pub mod irq;
 pub mod log_limit;
 pub mod pci;

@@ -112,10 +112,16 @@ impl I6300Esb {
     /// Processes everything due by now: stage ends, flags, the interrupt,
     /// and at most one fact of each kind.
     pub fn poll(&mut self) {
+        self.poll_at(self.clock.now());
+    }
+
+    /// Brings the device up to `now`. Every access reads the clock once and
+    /// uses that time throughout, so what it sees and what it does agree.
+    fn poll_at(&mut self, now: Duration) {
         let Run::Counting(cd) = self.run else {
             return;
         };
-        let a = advance(cd, self.clock.now(), self.preload1, self.preload2, self.free_running());
+        let a = advance(cd, now, self.preload1, self.preload2, self.free_running());
         if let Some(next) = a.countdown {
             self.run = Run::Counting(next);
         }
@@ -262,7 +268,7 @@ impl I6300Esb {
         warn_limited!(self.logs.refused, "i6300esb: refused {what}");
     }
 
-    fn write_reload(&mut self, value: u32) {
+    fn write_reload(&mut self, value: u32, now: Duration) {
         if value == UNLOCK1 {
             self.unlock = Unlock::GotFirst;
             return;
@@ -275,7 +281,6 @@ impl I6300Esb {
                     self.timeout_flag = false;
                 }
                 if value & RELOAD_RELOAD != 0 && self.enabled() {
-                    let now = self.clock.now();
                     self.start_stage1(now);
                     self.counters.feeds += 1;
                     self.observer.report(WatchdogFact::Fed, now);
@@ -300,13 +305,12 @@ impl I6300Esb {
     }
 
     /// Acts on the edges of a config write that got through.
-    fn config_changed(&mut self, old_cfg: u16, old_lock: u8) {
+    fn config_changed(&mut self, old_cfg: u16, old_lock: u8, now: Duration) {
         let (cfg, lock) = (self.cfg_reg(), self.lock_reg());
         if lock & LOCK_LOCK != 0 {
             self.config.set_writable(CONFIG_REG, &[0, 0]);
             self.config.set_writable(LOCK_REG, &[0]);
         }
-        let now = self.clock.now();
         if (cfg ^ old_cfg) & CONFIG_FREQ_1MHZ != 0 {
             if let Run::Counting(cd) = self.run {
                 self.run = Run::Counting(cd.rebase(now, self.clock_mode()));
@@ -331,9 +335,10 @@ impl I6300Esb {
 
 impl PciDevice for I6300Esb {
     fn config_read(&mut self, offset: u16, data: &mut [u8]) {
-        self.poll();
+        let now = self.clock.now();
+        self.poll_at(now);
         let count = match self.run {
-            Run::Counting(cd) => cd.count_at(self.clock.now()) & PRELOAD_MASK,
+            Run::Counting(cd) => cd.count_at(now) & PRELOAD_MASK,
             _ => 0,
         };
         self.config.set_u32(COUNT_REG, count);
@@ -341,13 +346,14 @@ impl PciDevice for I6300Esb {
     }
 
     fn config_write(&mut self, offset: u16, data: &[u8]) {
-        self.poll();
+        let now = self.clock.now();
+        self.poll_at(now);
         let (old_cfg, old_lock) = (self.cfg_reg(), self.lock_reg());
         if old_lock & LOCK_LOCK != 0 && touches_lockable(offset, data.len()) {
             self.refuse(format_args!("config write at {offset:#x}: LOCK is set until reset"));
         }
         self.config.write(offset, data);
-        self.config_changed(old_cfg, old_lock);
+        self.config_changed(old_cfg, old_lock, now);
     }
 
     fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
@@ -373,7 +379,8 @@ impl PciDevice for I6300Esb {
     }
 
     fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
-        self.poll();
+        let now = self.clock.now();
+        self.poll_at(now);
         let decoded = decode(offset, data.len());
         let Some((reg, shift)) = decoded.filter(|_| bar == 0 && self.config.memory_enabled()) else {
             warn_limited!(
@@ -394,7 +401,7 @@ impl PciDevice for I6300Esb {
                     self.update_irq();
                 }
             }
-            RELOAD_REG => self.write_reload(value),
+            RELOAD_REG => self.write_reload(value, now),
             _ => self.write_preload(reg, value, mask),
         }
     }

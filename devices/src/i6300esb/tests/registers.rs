@@ -242,3 +242,55 @@ fn every_offset_and_width_is_safe() {
     rig.advance(Duration::from_secs(1 << 40));
     rig.esb.poll();
 }
+
+#[test]
+fn wired_through_config_mechanism_and_mmio_bus() {
+    use crate::bus::{Bus, BusDevice};
+    use crate::pci::{HostBridge, PciBarRegion, PciBus, PciConfigIo};
+
+    let clock = VirtualClock::new();
+    let facts = Arc::new(Facts::default());
+    let esb = Arc::new(std::sync::Mutex::new(
+        I6300Esb::new(EsbParams {
+            bar0_addr: BAR0_ADDR,
+            irq_line: 10,
+            irq: None,
+            clock: Arc::new(clock.clone()),
+            observer: facts.clone(),
+            timeout_flag: false,
+        })
+        .unwrap(),
+    ));
+    let mut pci = PciBus::new();
+    pci.add(0, Arc::new(std::sync::Mutex::new(HostBridge::new()))).unwrap();
+    pci.add(1, esb.clone()).unwrap();
+    let mut cf8 = PciConfigIo::new(pci);
+    let mut mmio = Bus::new();
+    mmio.insert(Arc::new(std::sync::Mutex::new(PciBarRegion::new(esb.clone(), 0))), u64::from(BAR0_ADDR), 16)
+        .unwrap();
+
+    let select =
+        |io: &mut PciConfigIo, reg: u32| io.write(0, &(0x8000_0000u32 | 1 << 11 | reg).to_le_bytes());
+    let mut d = [0u8; 4];
+    select(&mut cf8, 0x00);
+    cf8.read(4, &mut d);
+    assert_eq!(u32::from_le_bytes(d), 0x25AB_8086);
+    select(&mut cf8, 0x10);
+    cf8.read(4, &mut d);
+    assert_eq!(u32::from_le_bytes(d), BAR0_ADDR);
+    select(&mut cf8, 0x04);
+    cf8.write(4, &[0x02, 0x00]); // memory space on
+    select(&mut cf8, 0x68);
+    cf8.write(4, &[LOCK_ENABLE]);
+
+    let base = u64::from(BAR0_ADDR);
+    assert!(mmio.write(base + RELOAD_REG, &[0x80, 0]));
+    assert!(mmio.write(base + RELOAD_REG, &[0x86, 0]));
+    assert!(mmio.write(base + RELOAD_REG, &[0x00, 0x01]));
+    let mut t1 = [0u8; 4];
+    assert!(mmio.read(base + TIMER1_REG, &mut t1));
+    assert_eq!(u32::from_le_bytes(t1), 0xF_FFFF);
+    let kinds: Vec<_> = facts.0.lock().unwrap().iter().map(|f| f.0).collect();
+    assert!(matches!(kinds[..], [WatchdogFact::Armed { .. }, WatchdogFact::Fed]));
+    assert_eq!(crate::bus::lock(&esb).counters().feeds, 1);
+}

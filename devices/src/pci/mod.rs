@@ -4,6 +4,16 @@
 //! BARs are placed by the VMM when the VM is built and never move (see
 //! `config_space` for what happens when a guest tries).
 
+pub mod bar_region;
+pub mod config_io;
+pub mod config_space;
+pub mod host_bridge;
+
+pub use bar_region::PciBarRegion;
+pub use config_io::{PciBus, PciBusError, PciConfigIo, SharedPciDevice};
+pub use config_space::{BarKind, ConfigSpace, ConfigSpaceError, PciIdentity};
+pub use host_bridge::HostBridge;
+
 /// A function on the PCI bus. All methods take guest-controlled offsets and
 /// lengths and must not panic on any of them.
 pub trait PciDevice: Send {

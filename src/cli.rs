@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "kennel", version, about = "A small KVM VMM with watchdog supervision an operator can trust")]
+#[command(
+    name = "kennel",
+    version,
+    about = "A small KVM VMM with watchdog supervision an operator can trust"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

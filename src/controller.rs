@@ -223,10 +223,8 @@ impl MutEventSubscriber for Controller {
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        let reg = [
-            (self.queue.wake.as_raw_fd(), TOKEN_REQUESTS),
-            (self.wd_timer.as_raw_fd(), TOKEN_WD_TIMER),
-        ];
+        let reg =
+            [(self.queue.wake.as_raw_fd(), TOKEN_REQUESTS), (self.wd_timer.as_raw_fd(), TOKEN_WD_TIMER)];
         for (fd, token) in reg {
             if let Err(e) = ops.add(Events::with_data_raw(fd, token, EventSet::IN)) {
                 log::error!("cannot watch a main-loop fd: {e:?}");

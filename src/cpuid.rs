@@ -49,7 +49,11 @@ mod tests {
 
     fn entries() -> Vec<kvm_cpuid_entry2> {
         vec![
-            kvm_cpuid_entry2 { function: 1, ecx: ECX_CX16 | ECX_POPCNT | ECX_XSAVE | 1, ..Default::default() },
+            kvm_cpuid_entry2 {
+                function: 1,
+                ecx: ECX_CX16 | ECX_POPCNT | ECX_XSAVE | 1,
+                ..Default::default()
+            },
             kvm_cpuid_entry2 { function: 7, index: 0, ebx: EBX_SMAP | 1, ..Default::default() },
             kvm_cpuid_entry2 { function: 0xb, ..Default::default() },
         ]

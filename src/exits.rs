@@ -21,16 +21,32 @@ pub enum ResetSource {
 /// A vCPU exit, stripped of kvm-ioctls' types.
 #[derive(Debug)]
 pub enum Exit<'a> {
-    IoIn { port: u16, data: &'a mut [u8] },
-    IoOut { port: u16, data: &'a [u8] },
-    MmioRead { addr: u64, data: &'a mut [u8] },
-    MmioWrite { addr: u64, data: &'a [u8] },
+    IoIn {
+        port: u16,
+        data: &'a mut [u8],
+    },
+    IoOut {
+        port: u16,
+        data: &'a [u8],
+    },
+    MmioRead {
+        addr: u64,
+        data: &'a mut [u8],
+    },
+    MmioWrite {
+        addr: u64,
+        data: &'a [u8],
+    },
     Hlt,
     /// A triple fault.
     Shutdown,
-    SystemEvent { kind: u32 },
+    SystemEvent {
+        kind: u32,
+    },
     InternalError,
-    FailEntry { reason: u64 },
+    FailEntry {
+        reason: u64,
+    },
     Intr,
     Other(&'static str),
 }
@@ -113,12 +129,14 @@ pub fn handle(exit: Exit<'_>, buses: &Buses) -> Outcome {
         Exit::Shutdown => Outcome::Reset(ResetSource::TripleFault),
         Exit::SystemEvent { kind: SYSTEM_EVENT_RESET } => Outcome::Reset(ResetSource::SystemEvent),
         Exit::SystemEvent { kind: SYSTEM_EVENT_SHUTDOWN } => Outcome::PowerOff,
-        Exit::SystemEvent { kind: SYSTEM_EVENT_CRASH } => Outcome::Fatal("the guest crashed (KVM system event)".into()),
+        Exit::SystemEvent { kind: SYSTEM_EVENT_CRASH } => {
+            Outcome::Fatal("the guest crashed (KVM system event)".into())
+        }
         Exit::SystemEvent { kind } => Outcome::Fatal(format!("unknown KVM system event {kind}")),
         Exit::InternalError => Outcome::EmulationFailure,
-        Exit::FailEntry { reason } => {
-            Outcome::Fatal(format!("KVM could not enter the guest (hardware entry failure reason {reason:#x})"))
-        }
+        Exit::FailEntry { reason } => Outcome::Fatal(format!(
+            "KVM could not enter the guest (hardware entry failure reason {reason:#x})"
+        )),
         Exit::Other(what) => Outcome::Fatal(format!("unhandled vCPU exit: {what}")),
     }
 }
@@ -177,7 +195,9 @@ mod tests {
         assert_eq!(handle(Exit::SystemEvent { kind: 1 }, &b), Outcome::PowerOff);
         assert!(matches!(handle(Exit::SystemEvent { kind: 3 }, &b), Outcome::Fatal(_)));
         assert_eq!(handle(Exit::InternalError, &b), Outcome::EmulationFailure);
-        assert!(matches!(handle(Exit::FailEntry { reason: 0x21 }, &b), Outcome::Fatal(m) if m.contains("0x21")));
+        assert!(
+            matches!(handle(Exit::FailEntry { reason: 0x21 }, &b), Outcome::Fatal(m) if m.contains("0x21"))
+        );
         assert!(matches!(handle(Exit::Other("debug"), &b), Outcome::Fatal(m) if m.contains("debug")));
         assert_eq!(handle(Exit::Hlt, &b), Outcome::Continue);
     }

@@ -57,10 +57,8 @@ pub enum E820Kind {
 /// The memory map the guest is told about. The MMIO hole is left out on
 /// purpose: Linux places PCI resources in the largest gap below 4 GiB.
 pub fn e820_map(mem_bytes: u64) -> Vec<(u64, u64, E820Kind)> {
-    let mut map = vec![
-        (0, EBDA_START, E820Kind::Ram),
-        (EBDA_START, 0x10_0000 - EBDA_START, E820Kind::Reserved),
-    ];
+    let mut map =
+        vec![(0, EBDA_START, E820Kind::Ram), (EBDA_START, 0x10_0000 - EBDA_START, E820Kind::Reserved)];
     for (start, len) in ram_regions(mem_bytes) {
         let (start, len) = if start == 0 { (HIMEM_START, len - HIMEM_START) } else { (start, len) };
         map.push((start, len, E820Kind::Ram));

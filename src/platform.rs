@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use kennel_devices::bus::Bus;
 use kennel_devices::clock::Clock;
 use kennel_devices::i6300esb::{EsbParams, I6300Esb, WatchdogFact, WatchdogObserver};
-use kennel_devices::i8042::{I8042, ResetRequest};
+use kennel_devices::i8042::{ResetRequest, I8042};
 use kennel_devices::irq::{EdgeInterrupt, InterruptLine};
 use kennel_devices::pci::bar_region::PciBarRegion;
 use kennel_devices::pci::config_io::{PciBus, PciConfigIo, CONFIG_IO_BASE, CONFIG_IO_LEN};
@@ -36,6 +36,8 @@ pub enum PlatformError {
     Bus(#[from] kennel_devices::bus::BusError),
     #[error("cannot add a PCI device: {0}")]
     Pci(#[from] kennel_devices::pci::config_io::PciBusError),
+    #[error("cannot create the 6300ESB: {0}")]
+    Esb(#[from] kennel_devices::i6300esb::EsbError),
     #[error("cannot set up an interrupt ({what}): {err}")]
     Irq { what: &'static str, err: String },
 }
@@ -105,12 +107,17 @@ impl WatchdogObserver for FactsToMainLoop {
     }
 }
 
-pub fn build(vm: &Arc<VmFd>, _mem: &Arc<GuestMemoryMmap>, p: PlatformParams) -> Result<Platform, PlatformError> {
+pub fn build(
+    vm: &Arc<VmFd>,
+    _mem: &Arc<GuestMemoryMmap>,
+    p: PlatformParams,
+) -> Result<Platform, PlatformError> {
     let mut buses = Buses { pio: Bus::new(), mmio: Bus::new() };
 
     let irq = EventFd::new(libc::EFD_NONBLOCK)
         .map_err(|e| PlatformError::Irq { what: "serial eventfd", err: e.to_string() })?;
-    vm.register_irqfd(&irq, SERIAL_IRQ).map_err(|e| PlatformError::Irq { what: "serial irqfd", err: e.to_string() })?;
+    vm.register_irqfd(&irq, SERIAL_IRQ)
+        .map_err(|e| PlatformError::Irq { what: "serial irqfd", err: e.to_string() })?;
     let serial = Arc::new(Mutex::new(Serial::new(Arc::new(IrqFd(irq)), p.console)));
     buses.pio.insert(serial.clone(), SERIAL_PORT, 8)?;
 
@@ -124,11 +131,15 @@ pub fn build(vm: &Arc<VmFd>, _mem: &Arc<GuestMemoryMmap>, p: PlatformParams) -> 
         clock: p.clock.clone(),
         observer: Arc::new(FactsToMainLoop { requests: p.requests.clone(), generation: p.generation }),
         timeout_flag: p.esb_timeout_flag,
-    })));
+    })?));
     let mut pci = PciBus::new();
     pci.add(0, Arc::new(Mutex::new(HostBridge::new())))?;
     pci.add(ESB_SLOT, esb.clone())?;
-    buses.mmio.insert(Arc::new(Mutex::new(PciBarRegion::new(esb.clone(), 0))), ESB_BAR0.into(), ESB_BAR0_SIZE)?;
+    buses.mmio.insert(
+        Arc::new(Mutex::new(PciBarRegion::new(esb.clone(), 0))),
+        ESB_BAR0.into(),
+        ESB_BAR0_SIZE,
+    )?;
     buses.pio.insert(Arc::new(Mutex::new(PciConfigIo::new(pci))), CONFIG_IO_BASE, CONFIG_IO_LEN)?;
 
     Ok(Platform {

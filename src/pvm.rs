@@ -10,7 +10,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 /// Errors handling an emulation failure.
 #[derive(Debug, thiserror::Error)]
 pub enum PvmError {
-    #[error("KVM could not emulate the instruction at RIP {rip:#x} (bytes: {bytes}); the guest cannot continue")]
+    #[error(
+        "KVM could not emulate the instruction at RIP {rip:#x} (bytes: {bytes}); the guest cannot continue"
+    )]
     Unhandled { rip: u64, bytes: String },
     #[error("cannot inspect the vCPU after an emulation failure: {0}")]
     Inspect(String),

@@ -19,9 +19,16 @@ pub enum VmRequest {
     GuestReset(ResetSource),
     GuestPowerOff,
     /// A vCPU cannot go on; the VM must stop with an error.
-    Fatal { vcpu: u8, message: String },
+    Fatal {
+        vcpu: u8,
+        message: String,
+    },
     /// The watchdog reported a fact at watchdog-clock time `at`.
-    Watchdog { fact: WatchdogFact, at: Duration, generation: u64 },
+    Watchdog {
+        fact: WatchdogFact,
+        at: Duration,
+        generation: u64,
+    },
 }
 
 #[derive(Clone, Debug)]

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use event_manager::{EventManager, MutEventSubscriber};
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 
 use crate::cli::RunArgs;
 use crate::controller::{Controller, ControllerConfig, ControllerError};

@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, Msrs, kvm_msr_entry, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{kvm_msr_entry, kvm_pit_config, kvm_userspace_memory_region, Msrs, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use linux_loader::loader::{load_cmdline, Cmdline};
-use vm_memory::{Address, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::boot::loader::{self, EntryProtocol, LoadedKernel};
 use crate::boot::{mptable, params, regs};
@@ -116,9 +116,8 @@ impl Vm {
         let platform = platform::build(&fd, &mem, pp)?;
         mptable::write(&mem, cfg.vcpus, &platform.intx)?;
 
-        let supported = kvm
-            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-            .map_err(setup("supported CPUID"))?;
+        let supported =
+            kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map_err(setup("supported CPUID"))?;
         let control = Arc::new(VcpuControl::default());
         let mut vcpus = Vec::with_capacity(cfg.vcpus.into());
         for id in 0..cfg.vcpus {

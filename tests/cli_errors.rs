@@ -60,7 +60,8 @@ fn bad_kernel_images_are_named_when_kvm_is_there() {
     t.resize(40, 0);
     let truncated = scratch("truncated2.elf");
     std::fs::write(&truncated, &t).unwrap();
-    for (p, word) in [(&garbage, "neither an ELF"), (&empty, "is empty"), (&truncated, "not a loadable ELF")] {
+    for (p, word) in [(&garbage, "neither an ELF"), (&empty, "is empty"), (&truncated, "not a loadable ELF")]
+    {
         let (c, err) = run(&["run", "--kernel", p.to_str().unwrap(), "--memory", "16"]);
         assert_eq!(c, 1, "{p:?}: {err}");
         assert!(err.contains(p.to_str().unwrap()) && err.contains(word), "{p:?}: {err}");

@@ -13,7 +13,8 @@ fn hello_guest_prints_on_serial_and_reset_exits_with_no_reboot() {
         return;
     }
     let kernel = test_guest("hello");
-    let mut k = Kennel::start(&["run", "--kernel", kernel.to_str().unwrap(), "--no-reboot", "--memory", "16"]);
+    let mut k =
+        Kennel::start(&["run", "--kernel", kernel.to_str().unwrap(), "--no-reboot", "--memory", "16"]);
     let st = k.wait_exit(Duration::from_secs(60)).expect("kennel did not exit");
     assert!(k.stdout.iter().any(|l| l == "kennel-test-guest: hello"), "{}", k.transcript());
     assert_eq!(st.code(), Some(0), "{}", k.transcript());

@@ -134,10 +134,9 @@ fn load_bzimage(mem: &GuestMemoryMmap, path: &Path, f: &mut File) -> Result<Load
             LoaderError::BadBzImage { path: path.into(), reason: e.to_string() }
         }
     })?;
-    let hdr = r.setup_header.ok_or_else(|| LoaderError::BadBzImage {
-        path: path.into(),
-        reason: "no setup header".into(),
-    })?;
+    let hdr = r
+        .setup_header
+        .ok_or_else(|| LoaderError::BadBzImage { path: path.into(), reason: "no setup header".into() })?;
     if hdr.xloadflags & XLF_KERNEL_64 == 0 {
         return Err(LoaderError::Not64Bit(path.into()));
     }
@@ -277,9 +276,6 @@ mod tests {
         assert_eq!(r.addr % 4096, 0);
         assert!(r.addr + r.size <= 16 << 20);
         assert_eq!(m.read_obj::<u8>(GuestAddress(r.addr + 4999)).unwrap(), 7);
-        assert!(matches!(
-            load_initrd(&m, 16 << 20, 0xff_0000, &p),
-            Err(LoaderError::InitrdTooBig { .. })
-        ));
+        assert!(matches!(load_initrd(&m, 16 << 20, 0xff_0000, &p), Err(LoaderError::InitrdTooBig { .. })));
     }
 }

@@ -108,7 +108,8 @@ fn checksum(bytes: &[u8]) -> u8 {
 
 pub fn write(mem: &GuestMemoryMmap, cpus: u8, pci: &[PciIntx]) -> Result<(), MpTableError> {
     let bytes = build(layout::MPTABLE_ADDR, cpus, pci)?;
-    mem.write_slice(&bytes, GuestAddress(layout::MPTABLE_ADDR)).map_err(|e| MpTableError::Write(e.to_string()))
+    mem.write_slice(&bytes, GuestAddress(layout::MPTABLE_ADDR))
+        .map_err(|e| MpTableError::Write(e.to_string()))
 }
 
 #[cfg(test)]

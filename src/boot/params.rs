@@ -4,7 +4,7 @@
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
-use linux_loader::loader::bootparam::{boot_params, boot_e820_entry, setup_header};
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
@@ -56,7 +56,7 @@ pub fn build_zero_page(input: &ZeroPageInput<'_>) -> Result<boot_params, ParamsE
         return Err(ParamsError::TooManyE820(map.len()));
     }
     for (i, (addr, size, kind)) in map.iter().enumerate() {
-        p.e820_table[i] = boot_e820_entry { addr: *addr, size: *size, type_: *kind as u32 };
+        p.e820_table[i] = boot_e820_entry { addr: *addr, size: *size, r#type: *kind as u32 };
     }
     p.e820_entries = map.len() as u8;
     Ok(p)
@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(({ p.hdr.ramdisk_image }, { p.hdr.ramdisk_size }), (0x700_0000, 1234));
         assert_eq!(p.e820_entries, 3);
         let last = p.e820_table[2];
-        assert_eq!(({ last.addr }, { last.size }, { last.type_ }), (0x10_0000, (128 << 20) - 0x10_0000, 1));
+        assert_eq!(({ last.addr }, { last.size }, { last.r#type }), (0x10_0000, (128 << 20) - 0x10_0000, 1));
     }
 
     #[test]

@@ -75,7 +75,9 @@ impl Kennel {
         let (tx, rx) = channel();
         let out = child.stdout.take().expect("stdout");
         let err = child.stderr.take().expect("stderr");
-        for (is_err, stream) in [(false, Box::new(out) as Box<dyn std::io::Read + Send>), (true, Box::new(err))] {
+        for (is_err, stream) in
+            [(false, Box::new(out) as Box<dyn std::io::Read + Send>), (true, Box::new(err))]
+        {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {

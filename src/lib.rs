@@ -1,2 +1,4 @@
 //! kennel: a small KVM VMM for watchdog supervision. See README.md for the
 //! code map.
+
+pub mod events;

@@ -2,3 +2,4 @@
 //! code map.
 
 pub mod events;
+pub mod lifecycle;

@@ -1,0 +1,1 @@
+//! Checks against the real qemu.qmp Python client (written next).

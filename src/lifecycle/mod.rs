@@ -3,7 +3,7 @@
 //! One pure state machine, [`Lifecycle`]. It does no I/O and reads no clock:
 //! each [`Input`] comes with `now` (the VMM's pausable monotonic clock, which
 //! stands still while the VM is paused) and `wall` (for event timestamps).
-//! It answers with an [`Output`]: [`Event`](crate::events::Event)s for the
+//! It answers with an [`Output`]: [`Event`]s for the
 //! VMM to pass to its `EventHub`, and [`Action`]s for the VMM to carry out.
 //!
 //! States: `booting -> armed -> alive -> (disarmed) -> expired -> ...`, with a
@@ -15,6 +15,23 @@
 //! the matching input, on the same path as any other reset, stop or pause
 //! (`ResetVm` -> `Reset`, `Poweroff` -> `Shutdown`, `Pause` -> `Pause`), so a
 //! watchdog reset and a `system_reset` are numbered and reported alike.
+//!
+//! Events (every `data` has `cycle`; times in ms on the pausable clock):
+//!
+//! | event | when | more `data` |
+//! |---|---|---|
+//! | `BOOT` | a cycle starts | `cause` |
+//! | `WATCHDOG_ARMED` | the guest enables the watchdog | `timeout_ms` (stage 1 + 2) |
+//! | `WATCHDOG_FIRST_FEED` | first feed of the enabled watchdog; once a cycle | `since_boot_ms`, `since_armed_ms` |
+//! | `WATCHDOG_DISARMED` | the guest stops it | |
+//! | `WATCHDOG_PRETIMEOUT` | stage 1 ended; at most one a second | `suppressed` (since the last one) |
+//! | `WATCHDOG` | stage 2 ended (QEMU's event) | `action` |
+//! | `BOOT_DEADLINE_MISSED` | no first feed by the deadline; once a cycle | `deadline_ms`, `armed`, `action` |
+//! | `RESET` | the cycle ends in a reset (QEMU's event) | `cause`, `guest`, `reason` |
+//! | `SHUTDOWN` | the VM stops for good (QEMU's event) | `cause`, `guest`, `reason` |
+//! | `STOP` / `RESUME` | pause / continue (QEMU's events) | `cause` |
+//!
+//! Later feeds are counted (`Status::feeds`), never emitted.
 
 mod machine;
 #[cfg(test)]

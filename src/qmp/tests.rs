@@ -404,3 +404,12 @@ fn socket_is_owner_only_refuses_existing_paths_and_goes_away() {
     assert!(!Path::new(&path).exists(), "socket removed with the server");
     drop(dir);
 }
+
+#[test]
+fn the_pieces_the_vmm_shares_across_threads_are_send() {
+    fn send<T: Send>() {}
+    send::<QmpServer<FakeControl>>();
+    send::<QmpEventSink>();
+    send::<EventHub>();
+    send::<Lifecycle>();
+}

@@ -41,7 +41,8 @@ asyncio.run(asyncio.wait_for(main(sys.argv[1]), 20))
 "#;
 
 fn python() -> Option<PathBuf> {
-    let p = std::env::var_os("KENNEL_QMP_PYTHON").map(PathBuf::from).unwrap_or("/tmp/qmpvenv/bin/python".into());
+    let p =
+        std::env::var_os("KENNEL_QMP_PYTHON").map(PathBuf::from).unwrap_or("/tmp/qmpvenv/bin/python".into());
     let ok = Command::new(&p)
         .args(["-c", "import qemu.qmp"])
         .stderr(Stdio::null())

@@ -156,7 +156,9 @@ impl<C: VmControl> QmpServer<C> {
     }
 
     fn serve(&mut self, token: u32, set: EventSet) {
-        if set.contains(EventSet::OUT) {
+        // On hang-up or error too: the failing write marks the client dead,
+        // so a level-triggered HUP with output pending cannot spin the loop.
+        if set.intersects(EventSet::OUT | EventSet::HANG_UP | EventSet::ERROR) {
             self.shared.flush(token);
         }
         let Some(client) = self.clients.get_mut(&token) else { return };

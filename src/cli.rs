@@ -2,7 +2,11 @@
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand};
+
+use crate::lifecycle::{DeadlineAction, WatchdogAction};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,6 +57,41 @@ pub struct RunArgs {
     /// Do not apply the PVM host settings even when /dev/kvm is PVM.
     #[arg(long)]
     pub no_pvm_quirks: bool,
+
+    /// What happens when the watchdog's second stage runs out (QEMU's set):
+    /// reset, shutdown, poweroff, pause, none, debug, inject-nmi.
+    #[arg(long, value_name = "ACTION", default_value = "reset")]
+    pub watchdog_action: WatchdogAction,
+
+    /// Report BOOT_DEADLINE_MISSED when a boot cycle has not fed its
+    /// watchdog this many seconds after it started (decimals allowed).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub boot_deadline: Option<Duration>,
+
+    /// What happens on a missed boot deadline: none, reset, poweroff, pause.
+    #[arg(long, value_name = "ACTION", default_value = "none")]
+    pub boot_deadline_action: DeadlineAction,
+
+    /// Append every event as one JSON line to this file (created if absent).
+    #[arg(long, value_name = "PATH")]
+    pub events: Option<PathBuf>,
+
+    /// Serve QMP on a Unix socket at this path (must not exist; mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub qmp: Option<PathBuf>,
+
+    /// Do not start the VM until a QMP client sends `cont` (as QEMU's -S),
+    /// so a monitor sees the very first BOOT. Needs --qmp.
+    #[arg(long, requires = "qmp")]
+    pub start_paused: bool,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(v > 0.0 && v < 1e9) {
+        return Err(format!("'{s}' must be more than 0 seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
 }
 
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";

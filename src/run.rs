@@ -5,10 +5,16 @@ use std::sync::{Arc, Mutex};
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 
 use crate::cli::RunArgs;
-use crate::controller::{Controller, ControllerConfig, ControllerError};
+use kennel_devices::bus::lock;
+
+use crate::controller::{Controller, ControllerConfig, ControllerError, ControllerHandle};
+use crate::events::{EventHub, JsonLinesSink, LogSink};
 use crate::exit_code;
 use crate::host::{self, HostError};
+use crate::lifecycle;
 use crate::pvm;
+use crate::qmp::QmpServer;
+use crate::signals::StopSignals;
 use crate::terminal::RawMode;
 use crate::vcpu::{self, VcpuError};
 use crate::vm::VmConfig;
@@ -22,6 +28,12 @@ pub enum RunError {
     Vcpu(#[from] VcpuError),
     #[error(transparent)]
     Controller(#[from] ControllerError),
+    #[error(transparent)]
+    Signals(#[from] crate::signals::SignalError),
+    #[error("cannot open the events file: {0}")]
+    Events(#[from] crate::events::Error),
+    #[error("cannot serve QMP: {0}")]
+    Qmp(#[from] crate::qmp::ServerError),
     #[error("cannot start the event loop: {0:?}")]
     EventLoop(event_manager::Error),
     #[error("kernel image {0} does not exist")]
@@ -31,11 +43,9 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// Every error before the VM runs is the host's side.
     pub fn exit_code(&self) -> i32 {
-        match self {
-            RunError::Controller(ControllerError::Vm(_)) | RunError::Host(_) => exit_code::HOST_ERROR,
-            _ => exit_code::HOST_ERROR,
-        }
+        exit_code::HOST_ERROR
     }
 }
 
@@ -76,6 +86,13 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         );
     }
     vcpu::init_kick_signal()?;
+    // Before any thread starts, so vCPU threads inherit the blocked mask.
+    let signals = StopSignals::install()?;
+    let mut hub = EventHub::new();
+    if let Some(p) = &args.events {
+        hub.add_sink(Box::new(JsonLinesSink::open(p)?));
+    }
+    hub.add_sink(Box::new(LogSink::new()));
     let cfg = ControllerConfig {
         vm: VmConfig {
             kernel: args.kernel,
@@ -86,14 +103,26 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
             pvm,
         },
         no_reboot: args.no_reboot,
+        lifecycle: lifecycle::Config {
+            watchdog_action: args.watchdog_action,
+            boot_deadline: args.boot_deadline,
+            deadline_action: args.boot_deadline_action,
+        },
+        start_paused: args.start_paused,
     };
-    let _raw = RawMode::enter();
-    let controller = Arc::new(Mutex::new(Controller::new(kvm, cfg)?));
+    let controller = Arc::new(Mutex::new(Controller::new(kvm, cfg, hub, signals)?));
     let mut em: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
         EventManager::new().map_err(RunError::EventLoop)?;
+    if let Some(p) = &args.qmp {
+        let server = QmpServer::bind(p, ControllerHandle(controller.clone()))?;
+        lock(&controller).add_sink(Box::new(server.event_sink()));
+        em.add_subscriber(Arc::new(Mutex::new(server)));
+    }
     em.add_subscriber(controller.clone());
+    let _raw = RawMode::enter();
+    lock(&controller).start();
     loop {
-        if let Some(code) = kennel_devices::bus::lock(&controller).exit_status() {
+        if let Some(code) = lock(&controller).exit_status() {
             return Ok(code);
         }
         em.run().map_err(RunError::EventLoop)?;

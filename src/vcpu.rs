@@ -7,6 +7,7 @@
 
 use std::cell::Cell;
 use std::ptr::null_mut;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -40,11 +41,13 @@ pub enum RunState {
 pub struct VcpuControl {
     state: Mutex<RunState>,
     cv: Condvar,
+    /// An NMI for the boot vCPU to inject before it next enters the guest.
+    nmi: AtomicBool,
 }
 
 impl Default for VcpuControl {
     fn default() -> Self {
-        Self { state: Mutex::new(RunState::Running), cv: Condvar::new() }
+        Self { state: Mutex::new(RunState::Running), cv: Condvar::new(), nmi: AtomicBool::new(false) }
     }
 }
 
@@ -52,6 +55,10 @@ impl VcpuControl {
     pub fn set(&self, s: RunState) {
         *kennel_devices::bus::lock(&self.state) = s;
         self.cv.notify_all();
+    }
+
+    pub fn request_nmi(&self) {
+        self.nmi.store(true, Ordering::SeqCst);
     }
 
     pub fn get(&self) -> RunState {
@@ -132,6 +139,11 @@ fn run_loop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
     loop {
         if !ctx.control.wait_runnable() {
             return;
+        }
+        if ctx.id == 0 && ctx.control.nmi.swap(false, Ordering::SeqCst) {
+            if let Err(e) = vcpu.nmi() {
+                log::warn!("cannot inject an NMI: {e}");
+            }
         }
         let outcome = match vcpu.run() {
             Ok(exit) => exits::handle(Exit::from_kvm(exit), &ctx.buses),

@@ -147,6 +147,14 @@ impl Vm {
         self.kick_all();
     }
 
+    /// Delivers an NMI to the boot vCPU.
+    pub fn inject_nmi(&self) {
+        self.control.request_nmi();
+        if let Some(t) = self.threads.first() {
+            t.kick();
+        }
+    }
+
     pub fn resume(&self) {
         self.control.set(RunState::Running);
     }

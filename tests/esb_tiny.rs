@@ -55,6 +55,10 @@ fn a_clean_disarm_means_no_reset() {
     let mut k = esb("heartbeat=1 feeds=1 interval_ms=100 disarm", &[]);
     assert!(k.wait_for("esb: disarmed", T).is_some(), "{}", k.transcript());
     // Three heartbeats later there has been no second boot.
-    assert!(k.wait_for("esb: found", Duration::from_secs(3)).is_none(), "VM reset after disarm\n{}", k.transcript());
+    assert!(
+        k.wait_for("esb: found", Duration::from_secs(3)).is_none(),
+        "VM reset after disarm\n{}",
+        k.transcript()
+    );
     k.kill();
 }

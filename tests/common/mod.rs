@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests that start the real `kennel` binary.
 #![allow(dead_code)]
 
+pub mod qmp;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

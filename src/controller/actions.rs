@@ -1,0 +1,157 @@
+//! What the controller does to the VM: power on, reset, power off, pause,
+//! resume, NMI; each reported to the lifecycle as it happens.
+
+use kennel_devices::bus::lock;
+use kennel_devices::i6300esb::WatchdogFact;
+
+use super::Controller;
+use crate::exit_code;
+use crate::exits::ResetSource;
+use crate::lifecycle::{Action, Cause, Input, RunState};
+use crate::platform::PlatformParams;
+use crate::terminal::ConsoleOut;
+use crate::vm::Vm;
+
+pub(super) fn fact_input(f: WatchdogFact) -> Input {
+    match f {
+        WatchdogFact::Armed { stage1, stage2 } => Input::Armed { stage1, stage2 },
+        WatchdogFact::Fed => Input::Fed,
+        WatchdogFact::Disarmed => Input::Disarmed,
+        WatchdogFact::PreTimeout => Input::PreTimeout,
+        WatchdogFact::Expired => Input::Expired,
+    }
+}
+
+pub(super) fn reset_source_name(s: ResetSource) -> &'static str {
+    match s {
+        ResetSource::TripleFault => "triple fault",
+        ResetSource::SystemEvent => "KVM reset event",
+        ResetSource::Keyboard => "keyboard controller reset line",
+    }
+}
+
+impl Controller {
+    pub(super) fn perform(&mut self, a: Action) {
+        match a {
+            Action::ResetVm { cause } => self.reset(cause),
+            Action::Poweroff { cause } => self.poweroff(cause),
+            Action::Pause { cause } => self.pause(cause),
+            Action::InjectNmi => {
+                if let Some(vm) = &self.vm {
+                    vm.inject_nmi();
+                }
+            }
+        }
+    }
+
+    /// Builds a VM; the watchdog's timeout flag is what survives a reset.
+    fn build(&mut self, esb_timeout_flag: bool) -> bool {
+        self.generation += 1;
+        let pp = PlatformParams {
+            console: Box::new(ConsoleOut),
+            clock: self.clock.clone(),
+            requests: self.sender.clone(),
+            esb_timeout_flag,
+            generation: self.generation,
+        };
+        match Vm::build(&self.kvm, &self.cfg.vm, pp) {
+            Ok(vm) => {
+                if self.lifecycle.run_state() == RunState::Paused {
+                    vm.pause();
+                }
+                self.vm = Some(vm);
+                true
+            }
+            Err(e) => {
+                log::error!("cannot build the VM: {e}");
+                false
+            }
+        }
+    }
+
+    pub(super) fn power_on(&mut self) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        if self.build(false) {
+            self.input(Input::Boot { cause: Cause::PowerOn });
+        } else {
+            self.fail(exit_code::HOST_ERROR);
+        }
+    }
+
+    /// Stops the VM; returns the watchdog's timeout flag.
+    fn stop_vm(&mut self) -> bool {
+        match self.vm.take() {
+            Some(vm) => {
+                let flag = lock(&vm.platform.esb).timeout_flag();
+                vm.stop();
+                flag
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn reset(&mut self, cause: Cause) {
+        if self.exit.is_some() {
+            return;
+        }
+        let flag = self.stop_vm();
+        if self.cfg.no_reboot {
+            log::info!("reset ({cause}) with --no-reboot: exiting");
+            self.input(Input::Shutdown { cause });
+            self.exit = Some(exit_code::CLEAN);
+            return;
+        }
+        // RESET ends this cycle and BOOT starts the next; then the new VM.
+        self.input(Input::Reset { cause });
+        if !self.build(flag) {
+            self.fail(exit_code::HOST_ERROR);
+        }
+    }
+
+    pub(super) fn poweroff(&mut self, cause: Cause) {
+        if self.exit.is_some() {
+            return;
+        }
+        self.stop_vm();
+        self.input(Input::Shutdown { cause });
+        self.exit = Some(match cause {
+            Cause::Watchdog | Cause::BootDeadline => exit_code::WATCHDOG_POWEROFF,
+            _ => exit_code::CLEAN,
+        });
+    }
+
+    /// The VM cannot go on: stop it, say so, exit with `code`.
+    pub(super) fn fail(&mut self, code: i32) {
+        if self.exit.is_some() {
+            return;
+        }
+        self.stop_vm();
+        self.input(Input::Shutdown { cause: Cause::Error });
+        self.exit = Some(code);
+    }
+
+    pub(super) fn pause(&mut self, cause: Cause) {
+        if self.lifecycle.run_state() != RunState::Running {
+            return;
+        }
+        if let Some(vm) = &self.vm {
+            vm.pause();
+        }
+        self.clock.pause();
+        self.input(Input::Pause { cause });
+    }
+
+    pub(super) fn resume(&mut self, cause: Cause) {
+        if self.lifecycle.run_state() != RunState::Paused {
+            return;
+        }
+        self.clock.resume();
+        self.input(Input::Resume { cause });
+        if let Some(vm) = &self.vm {
+            vm.resume();
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! A QMP-compatible server on a Unix socket.
+//!
+//! Wiring (all on the VMM's main thread, inside its one `event-manager` loop):
+//!
+//! 1. `QmpServer::bind(path, control)` creates the socket (mode 0600,
+//!    refusing an existing path) with `control`, the VMM's [`VmControl`].
+//! 2. `hub.add_sink(Box::new(server.event_sink()))` before the first event,
+//!    so every event reaches every negotiated client.
+//! 3. `event_manager.add_subscriber(server)`: the server watches its
+//!    listener, a wake-up eventfd and each client, adding and removing
+//!    client fds itself. Sockets are non-blocking; it never blocks the loop.
+//!
+//! Commands are answered in the loop: the server calls
+//! `VmControl::execute` holding no lock of its own, so `execute` may emit
+//! events synchronously (through the hub and the [`QmpEventSink`]). Those
+//! events reach every negotiated client, the caller included, and the
+//! caller sees them *before* the command's reply (as QEMU does for `stop`,
+//! whose STOP event precedes its return). Events may also be emitted from
+//! any other thread; output a socket cannot take at once is kept (up to
+//! [`MAX_OUTBOX`] per client, past which the client is dropped) and sent
+//! when the loop sees the socket writable.
+//!
+//! Input is a stream of JSON objects with or without newlines between them
+//! (see `framing`); a message over [`MAX_MESSAGE`] bytes gets an error and is
+//! discarded up to the next newline, keeping the connection.
+
+mod clients;
+mod framing;
+mod protocol;
+mod server;
+mod socket;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_pyqmp;
+
+pub use clients::{QmpEventSink, MAX_OUTBOX};
+pub use framing::MAX_MESSAGE;
+pub use protocol::{greeting, query_status_reply, version, ErrorClass, QmpCommand, QmpError, COMMANDS};
+pub use server::{QmpServer, VmControl, MAX_CLIENTS};
+
+/// Errors setting up the QMP server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("QMP socket path {0} already exists; refusing to replace it (remove it if it is stale)")]
+    Exists(String),
+    #[error("QMP socket path {0} is empty, contains a NUL byte or is longer than 107 bytes")]
+    BadPath(String),
+    #[error("cannot {what} QMP socket {path}: {source}")]
+    Io { path: String, what: &'static str, source: std::io::Error },
+    #[error("cannot create the QMP wake-up eventfd: {0}")]
+    EventFd(std::io::Error),
+}

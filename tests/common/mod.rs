@@ -49,6 +49,31 @@ pub fn test_guest(name: &str) -> PathBuf {
     dir.join(format!("{name}.elf"))
 }
 
+/// Builds the Linux guest kit once (cached by scripts/build-guest) and
+/// returns the directory holding vmlinux, bzImage and rootfs.ext4.
+pub fn linux_guest() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = std::env::var_os("KENNEL_GUEST_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target/guest"));
+        let st = Command::new(repo().join("scripts/build-guest"))
+            .env("KENNEL_GUEST_DIR", &out)
+            .status()
+            .expect("run scripts/build-guest");
+        assert!(st.success(), "scripts/build-guest failed");
+        out
+    })
+    .clone()
+}
+
+/// How long a Linux boot may take to reach the watchdog: ~15 s on our PVM
+/// hosts, under a second on real KVM; generous for a loaded CI machine.
+pub const LINUX_BOOT: Duration = Duration::from_secs(180);
+
+/// The guest command line for the feeder scenarios.
+pub fn feeder_cmdline(extra: &str) -> String {
+    format!("console=ttyS0 reboot=k panic=1 {extra}")
+}
+
 /// A unique scratch path for this test process.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kennel-test-{}", std::process::id()));

@@ -6,8 +6,15 @@
  * space cannot make system calls, so a user-space watchdog daemon cannot run.
  * This built-in driver does what such a daemon does, through the ordinary
  * character-device interface: it opens /dev/watchdog with filp_open(), writes
- * one byte per feed with kernel_write(), and for a clean stop writes the magic
- * 'V' and closes the file.  It never touches the watchdog hardware itself.
+ * one byte per feed, and for a clean stop writes the magic 'V' and closes the
+ * file.  It never touches the watchdog hardware itself.
+ *
+ * About the writes: kernel_write() refuses files whose driver implements
+ * .write but not .write_iter, which is the case of the watchdog core's
+ * /dev/watchdog (it warns "kernel write not supported for file /watchdog").
+ * So the feeder runs in a kernel thread that has a one-page user address space
+ * of its own (mm_alloc + kthread_use_mm + vm_mmap) and calls vfs_write() with a
+ * user pointer into that page: the very path a write(2) system call takes.
  *
  * Parameters (kernel command line: kennel_feeder.NAME=VALUE):
  *   interval_ms  ms between feeds; 0 = feeder off (default)
@@ -34,9 +41,14 @@
 #include <linux/init_syscalls.h>
 #include <linux/kernel.h>
 #include <linux/kthread.h>
+#include <linux/mman.h>
+#include <linux/mm.h>
 #include <linux/moduleparam.h>
 #include <linux/mount.h>
 #include <linux/sched.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
+#include <linux/uaccess.h>
 #include <linux/stat.h>
 #include <linux/string.h>
 #include <linux/watchdog.h>
@@ -174,17 +186,55 @@ static void hold_forever(void)
 	}
 }
 
+/*
+ * A user address space with one anonymous page, for this kernel thread only,
+ * so that writes can go through vfs_write() with a __user buffer.
+ */
+static char __user *user_page_setup(void)
+{
+	struct mm_struct *mm;
+	unsigned long addr;
+
+	mm = mm_alloc();
+	if (!mm)
+		return ERR_PTR(-ENOMEM);
+	arch_pick_mmap_layout(mm, &current->signal->rlim[RLIMIT_STACK]);
+	/* our mm_alloc() reference (mm_users) is kept for the thread's life */
+	kthread_use_mm(mm);
+	addr = vm_mmap(NULL, 0, PAGE_SIZE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, 0);
+	if (IS_ERR_VALUE(addr))
+		return ERR_PTR((long)addr);
+	return (char __user *)addr;
+}
+
+/* write(fd, &c, 1), as a daemon does */
+static ssize_t write_byte(struct file *f, char __user *ubuf, char c)
+{
+	loff_t pos = 0;
+
+	if (put_user(c, ubuf))
+		return -EFAULT;
+	return vfs_write(f, ubuf, 1, &pos);
+}
+
 /* Open, feed, then stop as configured.  Returns when done (or failed). */
 static void run_feeder(void)
 {
+	char __user *ubuf;
 	unsigned int fed = 0;
 	struct file *f;
-	loff_t pos = 0;
 	ssize_t n;
 
 	if (start_ms) {
 		pr_info("waiting %u ms before opening\n", start_ms);
 		msleep(start_ms);
+	}
+	ubuf = user_page_setup();
+	if (IS_ERR(ubuf)) {
+		pr_info("giving up: no user page for writes (error %ld)\n",
+			PTR_ERR(ubuf));
+		return;
 	}
 	f = open_watchdog();
 	if (!f)
@@ -192,7 +242,7 @@ static void run_feeder(void)
 	report_bootstatus();
 
 	while (!count || fed < count) {
-		n = kernel_write(f, "k", 1, &pos);
+		n = write_byte(f, ubuf, 'k');
 		if (n != 1) {
 			pr_info("feed %u failed (error %zd)\n", fed + 1, n);
 			break;
@@ -205,11 +255,11 @@ static void run_feeder(void)
 	}
 
 	if (!strcmp(close_mode, "none")) {
-		/* keep f open on purpose: the watchdog stays armed and expires */
+		/* f stays open on purpose: the watchdog stays armed and expires */
 		pr_info("stopped feeding after %u feeds (close=none)\n", fed);
 		return;
 	}
-	n = kernel_write(f, "V", 1, &pos);
+	n = write_byte(f, ubuf, 'V');
 	filp_close(f, NULL);
 	if (n == 1)
 		pr_info("magic close after %u feeds\n", fed);
@@ -219,11 +269,15 @@ static void run_feeder(void)
 
 static int feeder_thread(void *unused)
 {
-	/* SYSTEM_RUNNING is set just before the kernel execs init */
-	while (system_state < SYSTEM_RUNNING)
-		msleep(WAIT_ROOT_MS);
-	pr_info("init is starting; feeder thread running\n");
+	if (after_root) {
+		/* SYSTEM_RUNNING is set just before the kernel execs init */
+		while (system_state < SYSTEM_RUNNING)
+			msleep(WAIT_ROOT_MS);
+		pr_info("init is starting: feeding as a daemon would\n");
+	}
 	run_feeder();
+	/* the address space (and, with close=none, the open file) stay with us */
+	hold_forever();
 	return 0;
 }
 
@@ -234,10 +288,10 @@ static void __init prepare_rootfs(void)
 
 	init_mkdir("/dev", 0755);
 	err = init_mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
-	if (err && err != -EBUSY)
-		pr_info("mount devtmpfs on /dev failed (error %d), will mknod\n", err);
-	if (err)
+	if (err && err != -EBUSY) {
+		pr_info("mount devtmpfs on /dev failed (error %d), using mknod\n", err);
 		init_mknod(WDT_PATH, S_IFCHR | 0600, new_encode_dev(MKDEV(10, 130)));
+	}
 	init_mkdir("/sys", 0755);
 	err = init_mount("sysfs", "/sys", "sysfs", 0, NULL);
 	if (err && err != -EBUSY)
@@ -259,17 +313,17 @@ static int __init kennel_feeder_init(void)
 	pr_info("start interval_ms=%u start_ms=%u count=%u close=%s after_root=%d\n",
 		interval_ms, start_ms, count, close_mode, after_root);
 
-	if (after_root) {
-		t = kthread_run(feeder_thread, NULL, "kennel_feeder");
-		if (IS_ERR(t))
-			pr_info("cannot start thread (error %ld)\n", PTR_ERR(t));
+	if (!after_root)
+		prepare_rootfs();
+	t = kthread_run(feeder_thread, NULL, "kennel_feeder");
+	if (IS_ERR(t)) {
+		pr_info("cannot start thread (error %ld)\n", PTR_ERR(t));
 		return 0;
 	}
-
-	prepare_rootfs();
-	run_feeder();
-	pr_info("holding the boot here (after_root=0)\n");
-	hold_forever();
+	if (!after_root) {
+		pr_info("holding the boot here (after_root=0)\n");
+		hold_forever();
+	}
 	return 0;
 }
 late_initcall(kennel_feeder_init);

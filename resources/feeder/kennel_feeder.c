@@ -104,7 +104,6 @@ static struct file *open_fallback(const char *path, const char *fstype,
 	put_filesystem(type);
 	if (IS_ERR(mnt))
 		return f;
-	filp_close(f, NULL);
 	f = file_open_root_mnt(mnt, rel, flags, 0);
 	/* an open file holds its own reference to the mount */
 	mntput(mnt);

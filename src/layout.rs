@@ -33,6 +33,9 @@ pub const FOUR_GIB: u64 = 1 << 32;
 /// Where KVM keeps its TSS (three pages); below the IOAPIC, inside the hole.
 pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
 
+// The boot stack grows down from between the zero page and the page tables.
+const _: () = assert!(BOOT_STACK < PML4_ADDR && BOOT_STACK > ZERO_PAGE_ADDR + 0x1000);
+
 /// The smallest guest that fits our boot structures plus a kernel.
 pub const MIN_MEMORY: u64 = 8 << 20;
 
@@ -115,6 +118,5 @@ mod tests {
         for w in v.windows(2) {
             assert!(w[0].0 + w[0].1 <= w[1].0, "{:#x?} overlaps {:#x?}", w[0], w[1]);
         }
-        assert!(BOOT_STACK < PML4_ADDR && BOOT_STACK > ZERO_PAGE_ADDR + 0x1000);
     }
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::panic)]
 //! Wrong host input gets one clear line naming the problem, a documented
 //! non-zero status, and never a panic.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::panic)]
 //! The 6300ESB driven by a tiny guest that programs it the way Linux's
 //! driver does: fast on any KVM host.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::panic)]
 //! Boot-cycle supervision seen through the real QMP client, with the tiny
 //! 6300ESB guest: every lifecycle event and QMP command, fast on any KVM host.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::panic)]
 //! End to end with the real Linux guest from the guest kit: its stock
 //! i6300esb driver, the in-kernel feeder, and kennel's events read through
 //! the real QMP client. About 15 s per boot on a PVM host.
@@ -50,8 +51,12 @@ fn linux_boots_the_stock_driver_binds_and_a_healthy_guest_is_reported_alive() {
         "kennel_feeder: opened /dev/watchdog",
         "kennel_feeder: bootstatus=0x0",
     ] {
-        assert!(k.wait_for(needle, Duration::from_secs(5)).is_some() || k.stdout.iter().any(|l| l.contains(needle)),
-            "console lacks {needle:?}\n{}", k.transcript());
+        assert!(
+            k.wait_for(needle, Duration::from_secs(5)).is_some()
+                || k.stdout.iter().any(|l| l.contains(needle)),
+            "console lacks {needle:?}\n{}",
+            k.transcript()
+        );
     }
     let seq = q.sequence();
     assert_eq!(
@@ -104,7 +109,10 @@ fn linux_watchdog_reset_and_the_first_feed_after_it() {
     let nominal = armed["data"]["timeout_ms"].as_f64().unwrap() / 1000.0;
     assert!((nominal - 4.0265).abs() < 0.01, "heartbeat 4 gives 4096 counts of 983.04 us: {armed}");
     let got = seconds_between(&ff1, &wd);
-    assert!((got - nominal).abs() < (nominal * 0.1).min(0.5), "expired {got:.3}s after the feed, nominal {nominal:.3}s");
+    assert!(
+        (got - nominal).abs() < (nominal * 0.1).min(0.5),
+        "expired {got:.3}s after the feed, nominal {nominal:.3}s"
+    );
     // The next boot's driver saw the card-reset flag the 6300ESB kept.
     assert!(
         k.wait_for("kennel_feeder: bootstatus=0x20", Duration::from_secs(5)).is_some(),

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::panic)]
 //! The VMM core with hand-made guests of a few instructions: fast on any
 //! KVM host, PVM included.
 

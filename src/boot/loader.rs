@@ -276,6 +276,6 @@ mod tests {
         assert_eq!(r.addr % 4096, 0);
         assert!(r.addr + r.size <= 16 << 20);
         assert_eq!(m.read_obj::<u8>(GuestAddress(r.addr + 4999)).unwrap(), 7);
-        assert!(matches!(load_initrd(&m, 16 << 20, 0xff_0000, &p), Err(LoaderError::InitrdTooBig { .. })));
+        assert!(matches!(load_initrd(&m, 16 << 20, 0xff_f000, &p), Err(LoaderError::InitrdTooBig { .. })));
     }
 }

@@ -1,5 +1,5 @@
 //! Shared helpers for integration tests that start the real `kennel` binary.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
 pub mod qmp;
 
@@ -54,7 +54,9 @@ pub fn test_guest(name: &str) -> PathBuf {
 pub fn linux_guest() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let out = std::env::var_os("KENNEL_GUEST_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target/guest"));
+        let out = std::env::var_os("KENNEL_GUEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("target/guest"));
         let st = Command::new(repo().join("scripts/build-guest"))
             .env("KENNEL_GUEST_DIR", &out)
             .status()

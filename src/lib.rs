@@ -7,6 +7,7 @@ pub mod controller;
 pub mod cpuid;
 pub mod exit_code;
 pub mod exits;
+pub mod faults;
 pub mod host;
 pub mod layout;
 pub mod platform;

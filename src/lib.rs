@@ -15,5 +15,6 @@ pub mod pvm;
 pub mod requests;
 pub mod run;
 pub mod terminal;
+pub mod timeline;
 pub mod vcpu;
 pub mod vm;

@@ -113,7 +113,8 @@ impl Kind {
     /// The marker's shape, centred on (0, 0), about 20 px across.
     pub(super) fn shape(self) -> String {
         match self {
-            Kind::Boot => format!(r##"<path d="M-5,-7 L6,0 L-5,7 Z" fill="{GREY}"/>"##),
+            // Just left of the band start, pointing into it.
+            Kind::Boot => format!(r##"<path d="M-11,-7 L-1,0 L-11,7 Z" fill="{GREY}"/>"##),
             Kind::Armed => format!(r##"<path d="M0,-7 L7,0 L0,7 L-7,0 Z" fill="{BLUE}"/>"##),
             Kind::Disarmed => {
                 format!(

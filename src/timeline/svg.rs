@@ -9,7 +9,7 @@ use super::{shorten, TimelineEvent};
 
 const WIDTH: f64 = 1100.0;
 /// Left column: "cycle N (cause)".
-const PLOT_X0: f64 = 190.0;
+const PLOT_X0: f64 = 230.0;
 /// Right column: how the cycle went.
 const PLOT_X1: f64 = WIDTH - 230.0;
 const STORY_X: f64 = PLOT_X1 + 24.0;
@@ -177,7 +177,7 @@ fn axis_and_grid(s: &mut String, axis: &Axis, rows: usize) {
     s.push('\n');
     s.push_str(&format!(
         r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#666" font-size="11">seconds since first event</text>"##,
-        PLOT_X0 - 12.0,
+        PLOT_X0 - 18.0,
         y - 6.0
     ));
     s.push_str(&format!(
@@ -216,7 +216,7 @@ fn draw_band(s: &mut String, band: &Band<'_>, axis: &Axis, top: f64) {
     };
     let label = match (band.cycle, band.cause) {
         (0, _) => "before boot".to_string(),
-        (c, Some(cause)) => format!("cycle {c} ({})", shorten(cause, 20)),
+        (c, Some(cause)) => format!("cycle {c} ({})", shorten(cause, 14)),
         (c, None) => format!("cycle {c}"),
     };
     let span = format!(
@@ -228,7 +228,7 @@ fn draw_band(s: &mut String, band: &Band<'_>, axis: &Axis, top: f64) {
     s.push('\n');
     s.push_str(&format!(
         r##"<text class="band-label" x="{:.1}" y="{:.1}" text-anchor="end" font-weight="bold" fill="#222">{}</text>"##,
-        PLOT_X0 - 12.0,
+        PLOT_X0 - 18.0,
         mid + 4.5,
         escape(&label)
     ));

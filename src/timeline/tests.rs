@@ -197,7 +197,7 @@ fn bands_end_at_reset_else_next_boot_else_last_event() -> R {
     .join("\n");
     let svg = render(&parse_jsonl(&text)?);
     let doc = roxmltree::Document::parse(&svg)?;
-    let px = |ms: f64| 190.0 + ms / 10_000.0 * (870.0 - 190.0);
+    let px = |ms: f64| 230.0 + ms / 10_000.0 * (870.0 - 230.0);
     let close = |a: f64, b: f64| (a - b).abs() < 0.2;
     let (b1, b2, b3) = (band_rect(&doc, "1"), band_rect(&doc, "2"), band_rect(&doc, "3"));
     assert!(b1.is_some_and(|(a, b)| close(a, px(0.0)) && close(b, px(2000.0))), "{b1:?}");

@@ -33,8 +33,11 @@
 //! boot:cmdline=console=ttyS0,115200
 //!     -> "console=ttyS0,115200" in every cycle
 //! boot:cmdline=quiet,cycles=2
-//!     -> error: a trailing `,cycle`/`cycles`/`probability`/`after`/
-//!        `after-sectors` key is taken for a mistake, not kernel text
+//!     -> error: if the text's own last comma-separated piece starts with
+//!        `cycle`, `cycles`, `probability`, `after` or `after-sectors`, it
+//!        is taken for a misplaced key, not kernel text
+//! boot:cmdline=a,cycle=9 b,cycle=4
+//!     -> the same error (`cycle=9 b`): ambiguous, so refused
 //! ```
 //!
 //! Two `boot:cmdline` (or two `boot:hang`) specs naming the same cycle are

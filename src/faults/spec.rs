@@ -111,7 +111,7 @@ const BOOT_KINDS: &str = "hang or cmdline=TEXT";
 const KIND_NAMES: [&str; 6] = ["read-error", "write-error", "flush-error", "delay", "hang", "cmdline"];
 const KEYS: [&str; 4] = ["cycle", "probability", "after-sectors", "after"];
 
-/// A `key=value` item after the kind, and where it came from.
+/// A `key=value` item after the kind.
 struct Item<'a> {
     key: &'a str,
     value: &'a str,

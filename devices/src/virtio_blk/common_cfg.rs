@@ -95,6 +95,7 @@ pub(super) struct CommonCfg {
     queue_select: u16,
     pub queue: QueueRegs,
     refused: LogLimit,
+    failed: LogLimit,
 }
 
 impl CommonCfg {
@@ -108,13 +109,15 @@ impl CommonCfg {
             queue_select: 0,
             queue: QueueRegs::default(),
             refused: LogLimit::default(),
+            failed: LogLimit::default(),
         }
     }
 
-    /// Back to the initial state (the log limit's count is kept).
+    /// Back to the initial state (the log limits' counts are kept).
     pub fn reset(&mut self) {
         let refused = std::mem::take(&mut self.refused);
-        *self = Self { refused, ..Self::new(self.offered) };
+        let failed = std::mem::take(&mut self.failed);
+        *self = Self { refused, failed, ..Self::new(self.offered) };
     }
 
     pub fn status(&self) -> u8 {
@@ -257,7 +260,7 @@ impl CommonCfg {
             new &= !S_DRIVER_OK;
         }
         if new & S_FAILED != 0 && old & S_FAILED == 0 {
-            log::warn!("virtio-blk: the driver set FAILED (status {new:#x})");
+            warn_limited!(self.failed, "virtio-blk: the driver set FAILED (status {new:#x})");
         }
         self.status = new | (self.status & S_NEEDS_RESET);
         Effect::None

@@ -239,3 +239,22 @@ fn notifications_before_driver_ok_are_ignored() {
     rig.kick();
     assert!(rig.take_used().is_empty());
 }
+
+#[test]
+fn requests_larger_than_advertised_fail_without_touching_anything() {
+    // Enough guest memory and disk for a buffer past seg_max * size_max;
+    // both are sparse, so nothing is really allocated.
+    let huge = MAX_REQUEST_BYTES + 512;
+    let mut rig = Rig::custom(&[], 2 * huge, 2 * huge as usize, false);
+    rig.linux_init();
+    for (kind, flags) in [(T_IN, NEXT | WRITE), (T_OUT, NEXT)] {
+        header(&rig, kind, 0);
+        rig.put_desc(0, HDR, 16, NEXT, 1);
+        rig.put_desc(1, DATA, huge as u32, flags, 2);
+        rig.put_desc(2, STATUS_AT, 1, WRITE, 0);
+        assert_eq!(run(&mut rig), ((0, 1), S_IOERR));
+    }
+    assert!(rig.faults.calls().is_empty());
+    let c = rig.dev.counters();
+    assert_eq!((c.errors, c.bytes_read, c.bytes_written), (2, 0, 0));
+}

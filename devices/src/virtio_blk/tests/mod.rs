@@ -95,10 +95,17 @@ impl Rig {
     /// A device on a disk holding `content`, PCI-enabled but not yet
     /// touched by the virtio driver.
     pub(super) fn bare(content: &[u8], readonly: bool) -> Self {
+        Self::custom(content, content.len() as u64, MEM_SIZE, readonly)
+    }
+
+    /// `content` at the start of a (sparse) disk of `disk_len` bytes, and
+    /// `mem_size` bytes of guest memory.
+    pub(super) fn custom(content: &[u8], disk_len: u64, mem_size: usize, readonly: bool) -> Self {
         let disk = TempFile::new().unwrap();
         std::fs::write(disk.as_path(), content).unwrap();
+        disk.as_file().set_len(disk_len.max(content.len() as u64)).unwrap();
         let file = OpenOptions::new().read(true).write(!readonly).open(disk.as_path()).unwrap();
-        let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap());
+        let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size)]).unwrap());
         let line = Arc::new(Line::default());
         let faults = Arc::new(Script::default());
         let dev = VirtioBlk::new(BlkParams {

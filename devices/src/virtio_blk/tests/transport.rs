@@ -292,3 +292,36 @@ fn every_config_offset_is_safe() {
     assert_eq!(walk(&mut rig).0.len(), 4, "capabilities are read-only");
     assert_eq!(rig.read(0, 512).0.status, S_OK);
 }
+
+#[test]
+fn wired_like_the_vmm_does_it() {
+    use crate::bus::{Bus, BusDevice};
+    use crate::pci::{PciBarRegion, PciBus, PciConfigIo, SharedPciDevice};
+
+    let rig = Rig::bare(&pattern(4096, 0), false);
+    let dev = Arc::new(Mutex::new(rig.dev));
+    let shared: SharedPciDevice = dev.clone();
+    let mut pci = PciBus::new();
+    pci.add(4, shared.clone()).unwrap();
+    let mut io = PciConfigIo::new(pci);
+    let mut mmio = Bus::new();
+    let region = Arc::new(Mutex::new(PciBarRegion::new(shared, 0)));
+    mmio.insert(region, u64::from(BAR), u64::from(BAR0_SIZE)).unwrap();
+
+    let select = |io: &mut PciConfigIo, reg: u32| io.write(0, &(0x8000_0000 | 4 << 11 | reg).to_le_bytes());
+    select(&mut io, 0);
+    let mut id = [0u8; 4];
+    io.read(4, &mut id);
+    assert_eq!(u32::from_le_bytes(id), 0x1042_1AF4);
+    select(&mut io, u32::from(COMMAND));
+    io.write(4, &u16::from(COMMAND_MEMORY | COMMAND_BUS_MASTER).to_le_bytes());
+    let base = u64::from(BAR);
+    assert!(mmio.write(base + COMMON_OFFSET + DEVICE_FEATURE_SELECT, &1u32.to_le_bytes()));
+    let mut f = [0u8; 4];
+    assert!(mmio.read(base + COMMON_OFFSET + DEVICE_FEATURE, &mut f));
+    assert_eq!(u32::from_le_bytes(f), 1, "VERSION_1 through the MMIO bus");
+    let mut cap = [0u8; 8];
+    assert!(mmio.read(base + DEVICE_CFG_OFFSET, &mut cap));
+    assert_eq!(u64::from_le_bytes(cap), 8);
+    assert!(!mmio.read(base + u64::from(BAR0_SIZE), &mut f), "nothing past the BAR");
+}

@@ -314,7 +314,7 @@ fn wired_like_the_vmm_does_it() {
     io.read(4, &mut id);
     assert_eq!(u32::from_le_bytes(id), 0x1042_1AF4);
     select(&mut io, u32::from(COMMAND));
-    io.write(4, &u16::from(COMMAND_MEMORY | COMMAND_BUS_MASTER).to_le_bytes());
+    io.write(4, &(COMMAND_MEMORY | COMMAND_BUS_MASTER).to_le_bytes());
     let base = u64::from(BAR);
     assert!(mmio.write(base + COMMON_OFFSET + DEVICE_FEATURE_SELECT, &1u32.to_le_bytes()));
     let mut f = [0u8; 4];

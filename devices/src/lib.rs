@@ -15,6 +15,7 @@
 //! | [`i6300esb`] | the Intel 6300ESB watchdog: registers, two-stage countdown, facts |
 //! | [`i8042`] | keyboard controller stub: command 0xFE requests a reset |
 //! | [`serial`] | the 16550A UART (vm-superio) as a bus device |
+//! | [`virtio_blk`] | virtio-blk on the modern PCI transport, INTx, with a fault-injection hook |
 //! | [`log_limit`] | rate limiting for log lines a guest can provoke |
 
 pub mod bus;
@@ -25,3 +26,4 @@ pub mod irq;
 pub mod log_limit;
 pub mod pci;
 pub mod serial;
+pub mod virtio_blk;

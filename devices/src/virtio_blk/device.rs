@@ -1,0 +1,380 @@
+//! The PCI function: config space with the virtio capabilities, BAR0
+//! dispatch, the queue's life cycle, and INTx.
+
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+
+use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
+
+use super::common_cfg::{CommonCfg, Effect, QueueRegs};
+use super::exec::Engine;
+use super::regs::*;
+use super::{BlkCounters, BlkError, BlkParams};
+use crate::irq::InterruptLine;
+use crate::log_limit::LogLimit;
+use crate::pci::config_space::{
+    BarKind, ConfigSpace, PciIdentity, COMMAND_BUS_MASTER, INTERRUPT_LINE, PIN_INTA, STATUS,
+};
+use crate::pci::PciDevice;
+use crate::warn_limited;
+
+#[derive(Default)]
+struct Logs {
+    bad_access: LogLimit,
+    queue: LogLimit,
+}
+
+pub struct VirtioBlk {
+    config: ConfigSpace,
+    // what a system reset goes back to
+    power_on_config: ConfigSpace,
+    common: CommonCfg,
+    device_cfg: [u8; DEVICE_CFG_LEN],
+    isr: u8,
+    irq_level: bool,
+    irq: Option<Arc<dyn InterruptLine>>,
+    mem: Arc<GuestMemoryMmap>,
+    /// Present while queue 0 is enabled with registers that passed checks.
+    queue: Option<Queue>,
+    engine: Engine,
+    logs: Logs,
+}
+
+impl std::fmt::Debug for VirtioBlk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtioBlk")
+            .field("status", &self.common.status())
+            .field("isr", &self.isr)
+            .field("counters", &self.engine.counters)
+            .finish()
+    }
+}
+
+/// One virtio PCI capability: cap_vndr, cap_next, cap_len, cfg_type, bar,
+/// id, padding[2], offset, length (and the notify multiplier).
+fn capability(next: u16, cfg_type: u8, offset: u64, multiplier: Option<u32>) -> Vec<u8> {
+    let len = if multiplier.is_some() { NOTIFY_CAP_LEN } else { CAP_LEN };
+    let mut c = vec![CAP_ID_VENDOR, next as u8, len, cfg_type, 0, 0, 0, 0];
+    c.extend_from_slice(&(offset as u32).to_le_bytes());
+    c.extend_from_slice(&(WINDOW_SIZE as u32).to_le_bytes());
+    if let Some(m) = multiplier {
+        c.extend_from_slice(&m.to_le_bytes());
+    }
+    c
+}
+
+fn build_config(bar0_addr: u32, irq_line: u8) -> Result<ConfigSpace, BlkError> {
+    let mut config = ConfigSpace::new(PciIdentity {
+        vendor_id: VENDOR_ID,
+        device_id: DEVICE_ID,
+        class: CLASS,
+        subclass: SUBCLASS,
+        revision: REVISION,
+        subsystem_vendor_id: VENDOR_ID,
+        subsystem_id: SUBSYSTEM_ID,
+        interrupt_pin: PIN_INTA,
+        ..Default::default()
+    });
+    config.add_bar(0, bar0_addr, BAR0_SIZE, BarKind::Memory32)?;
+    config.set_u8(INTERRUPT_LINE, irq_line);
+    config.set_u16(STATUS, STATUS_CAP_LIST);
+    config.set_u8(CAPABILITIES_POINTER, CAP_COMMON_AT as u8);
+    config.set_bytes(CAP_COMMON_AT, &capability(CAP_NOTIFY_AT, CFG_TYPE_COMMON, COMMON_OFFSET, None));
+    let notify = capability(CAP_ISR_AT, CFG_TYPE_NOTIFY, NOTIFY_OFFSET, Some(NOTIFY_OFF_MULTIPLIER));
+    config.set_bytes(CAP_NOTIFY_AT, &notify);
+    config.set_bytes(CAP_ISR_AT, &capability(CAP_DEVICE_AT, CFG_TYPE_ISR, ISR_OFFSET, None));
+    config.set_bytes(CAP_DEVICE_AT, &capability(0, CFG_TYPE_DEVICE, DEVICE_CFG_OFFSET, None));
+    Ok(config)
+}
+
+fn device_config(capacity: u64) -> [u8; DEVICE_CFG_LEN] {
+    let mut c = [0u8; DEVICE_CFG_LEN];
+    let mut put = |at: usize, b: &[u8]| c[at..at + b.len()].copy_from_slice(b);
+    put(CFG_CAPACITY, &capacity.to_le_bytes());
+    put(CFG_SIZE_MAX, &SIZE_MAX.to_le_bytes());
+    put(CFG_SEG_MAX, &SEG_MAX.to_le_bytes());
+    put(CFG_BLK_SIZE, &(SECTOR_SIZE as u32).to_le_bytes());
+    put(CFG_NUM_QUEUES, &NUM_QUEUES_VALUE.to_le_bytes());
+    c
+}
+
+/// Builds the queue the driver described, or says why not. The rings'
+/// extents are checked against guest memory once here; guest memory never
+/// changes at run time, so they stay valid.
+fn build_queue(mem: &GuestMemoryMmap, r: QueueRegs) -> Result<Queue, String> {
+    let mut q = Queue::new(QUEUE_MAX_SIZE).map_err(|e| e.to_string())?;
+    q.try_set_size(r.size).map_err(|_| format!("size {} is not a power of two up to 256", r.size))?;
+    let misaligned = |what: &str, a: u64| format!("{what} at {a:#x} is misaligned");
+    q.try_set_desc_table_address(GuestAddress(r.desc)).map_err(|_| misaligned("descriptor table", r.desc))?;
+    q.try_set_avail_ring_address(GuestAddress(r.driver)).map_err(|_| misaligned("driver area", r.driver))?;
+    q.try_set_used_ring_address(GuestAddress(r.device)).map_err(|_| misaligned("device area", r.device))?;
+    let n = usize::from(r.size);
+    let areas = [
+        ("descriptor table", r.desc, 16 * n, Permissions::Read),
+        ("driver area", r.driver, 6 + 2 * n, Permissions::Read),
+        ("device area", r.device, 6 + 8 * n, Permissions::Write),
+    ];
+    for (what, addr, len, access) in areas {
+        // `virtio-queue` takes a zero address for "never set up".
+        if addr == 0 || !mem.check_range(GuestAddress(addr), len, access) {
+            return Err(format!("{what} {addr:#x}+{len:#x} is unset or outside guest memory"));
+        }
+    }
+    q.set_ready(true);
+    Ok(q)
+}
+
+impl VirtioBlk {
+    pub fn new(p: BlkParams) -> Result<Self, BlkError> {
+        let size = p.disk.metadata().map_err(BlkError::DiskSize)?.len();
+        if size % SECTOR_SIZE != 0 {
+            log::warn!(
+                "virtio-blk: disk size {size} is not a multiple of 512; the last {} bytes are not visible",
+                size % SECTOR_SIZE
+            );
+        }
+        let capacity = size / SECTOR_SIZE;
+        let config = build_config(p.bar0_addr, p.irq_line)?;
+        let mut offered = F_VERSION_1 | F_FLUSH | F_SEG_MAX | F_SIZE_MAX | F_BLK_SIZE;
+        if p.readonly {
+            offered |= F_RO;
+        }
+        Ok(Self {
+            power_on_config: config.clone(),
+            config,
+            common: CommonCfg::new(offered),
+            device_cfg: device_config(capacity),
+            isr: 0,
+            irq_level: false,
+            irq: p.irq,
+            mem: p.mem,
+            queue: None,
+            engine: Engine::new(p.disk, capacity, p.readonly, p.faults),
+            logs: Logs::default(),
+        })
+    }
+
+    /// Disk size in 512-byte sectors.
+    pub fn capacity(&self) -> u64 {
+        self.engine.capacity()
+    }
+
+    pub fn counters(&self) -> BlkCounters {
+        self.engine.counters
+    }
+
+    /// System reset: power-on config space (BAR0 stays placed), device
+    /// reset, INTx deasserted. Counters are kept.
+    pub fn reset(&mut self) {
+        self.config = self.power_on_config.clone();
+        self.device_reset();
+        if let Some(line) = &self.irq {
+            line.set_level(false);
+        }
+        self.irq_level = false;
+    }
+
+    /// What the driver's write of 0 to device_status does.
+    fn device_reset(&mut self) {
+        self.common.reset();
+        self.queue = None;
+        self.isr = 0;
+        self.update_irq();
+    }
+
+    /// INTA# is asserted while the ISR has a bit set, unless the command
+    /// register disables INTx; the status register's interrupt bit follows
+    /// the ISR regardless, as PCI asks.
+    fn update_irq(&mut self) {
+        let pending = self.isr != 0;
+        self.config.set_interrupt_status(pending);
+        let level = pending && !self.config.intx_disabled();
+        if level != self.irq_level {
+            self.irq_level = level;
+            if let Some(line) = &self.irq {
+                line.set_level(level);
+            }
+        }
+    }
+
+    fn enable_queue(&mut self) {
+        match build_queue(&self.mem, self.common.queue) {
+            Ok(q) => self.queue = Some(q),
+            Err(why) => {
+                warn_limited!(
+                    self.logs.queue,
+                    "virtio-blk: cannot enable queue 0: {why}; device needs reset"
+                );
+                self.set_needs_reset();
+            }
+        }
+    }
+
+    /// Stops the queue until the driver resets the device, and tells it so
+    /// with a configuration-change interrupt once it is running.
+    fn set_needs_reset(&mut self) {
+        let was_running = self.common.status() & S_DRIVER_OK != 0;
+        self.common.needs_reset();
+        self.queue = None;
+        if was_running {
+            self.isr |= ISR_CONFIG;
+            self.update_irq();
+        }
+    }
+
+    fn notify(&mut self, value: u64) {
+        if value != 0 {
+            warn_limited!(self.logs.queue, "virtio-blk: notification for absent queue {value} ignored");
+        } else if !self.common.running() {
+            warn_limited!(self.logs.queue, "virtio-blk: notification while the queue is not running ignored");
+        } else if self.config.command() & COMMAND_BUS_MASTER == 0 {
+            // A real device cannot reach memory without bus mastering; Linux
+            // always enables it, so this is a guest bug worth seeing.
+            warn_limited!(self.logs.queue, "virtio-blk: notification with bus mastering off ignored");
+        } else {
+            self.process_queue();
+        }
+    }
+
+    /// Completes every request the driver has made available, right here on
+    /// the notifying vCPU's thread.
+    fn process_queue(&mut self) {
+        let mem = Arc::clone(&self.mem);
+        let m: &GuestMemoryMmap = &mem;
+        let Some(q) = self.queue.as_mut() else {
+            return;
+        };
+        let mut completed = 0u32;
+        let mut broken = false;
+        // At most one ring's worth per notification: a driver that keeps
+        // refilling the ring from another vCPU notifies again after each
+        // refill, so what is left is picked up then.
+        for _ in 0..q.size() {
+            let chain = match q.iter(m) {
+                Ok(mut it) => it.next(),
+                Err(e) => {
+                    warn_limited!(
+                        self.logs.queue,
+                        "virtio-blk: available ring unusable: {e}; device needs reset"
+                    );
+                    broken = true;
+                    break;
+                }
+            };
+            let Some(chain) = chain else {
+                break;
+            };
+            let head = chain.head_index();
+            let used_len = self.engine.handle(m, chain);
+            if head >= q.size() {
+                // The chain was empty and has been counted as dropped; it
+                // has no slot to go back to.
+                continue;
+            }
+            if let Err(e) = q.add_used(m, head, used_len) {
+                warn_limited!(self.logs.queue, "virtio-blk: used ring write failed: {e}");
+                break;
+            }
+            completed += 1;
+        }
+        if broken {
+            self.set_needs_reset();
+        }
+        if completed > 0 && self.interrupt_wanted() {
+            self.isr |= ISR_QUEUE;
+            self.update_irq();
+        }
+    }
+
+    /// Without EVENT_IDX (not offered) the driver suppresses interrupts with
+    /// VRING_AVAIL_F_NO_INTERRUPT in the available ring's flags; honouring
+    /// it spares Linux interrupts that find nothing to do.
+    fn interrupt_wanted(&self) -> bool {
+        let Some(q) = &self.queue else {
+            return true;
+        };
+        // Our used-ring writes must be visible before the flags are read.
+        fence(Ordering::SeqCst);
+        let flags: u16 = self.mem.load(GuestAddress(q.avail_ring()), Ordering::Acquire).unwrap_or(0);
+        u16::from_le(flags) & VRING_AVAIL_F_NO_INTERRUPT as u16 == 0
+    }
+
+    /// The window an access falls in and the offset inside it; None for
+    /// accesses this BAR does not serve.
+    fn decode(&self, bar: usize, offset: u64, len: usize) -> Option<(u64, u64)> {
+        let end = offset.checked_add(len as u64)?;
+        let ok = bar == 0
+            && self.config.memory_enabled()
+            && matches!(len, 1 | 2 | 4 | 8)
+            && end <= u64::from(BAR0_SIZE)
+            && offset / WINDOW_SIZE == (end - 1) / WINDOW_SIZE;
+        ok.then_some((offset - offset % WINDOW_SIZE, offset % WINDOW_SIZE))
+    }
+}
+
+impl PciDevice for VirtioBlk {
+    fn config_read(&mut self, offset: u16, data: &mut [u8]) {
+        self.config.read(offset, data);
+    }
+
+    fn config_write(&mut self, offset: u16, data: &[u8]) {
+        self.config.write(offset, data);
+        // The command register's INTx-disable bit may have changed.
+        self.update_irq();
+    }
+
+    fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        let Some((window, off)) = self.decode(bar, offset, data.len()) else {
+            warn_limited!(
+                self.logs.bad_access,
+                "virtio-blk: BAR{bar} read of {} bytes at {offset:#x}",
+                data.len()
+            );
+            data.fill(0xFF);
+            return;
+        };
+        data.fill(0);
+        match window {
+            COMMON_OFFSET => self.common.read(off, data),
+            ISR_OFFSET if off == 0 => {
+                // Reading the ISR acknowledges the interrupt.
+                data[0] = std::mem::take(&mut self.isr);
+                self.update_irq();
+            }
+            DEVICE_CFG_OFFSET => {
+                for (i, d) in data.iter_mut().enumerate() {
+                    *d = self.device_cfg.get(off as usize + i).copied().unwrap_or(0);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        let Some((window, off)) = self.decode(bar, offset, data.len()) else {
+            warn_limited!(
+                self.logs.bad_access,
+                "virtio-blk: BAR{bar} write of {} bytes at {offset:#x}",
+                data.len()
+            );
+            return;
+        };
+        match window {
+            COMMON_OFFSET => match self.common.write(off, data) {
+                Effect::None => {}
+                Effect::Reset => self.device_reset(),
+                Effect::EnableQueue => self.enable_queue(),
+            },
+            NOTIFY_OFFSET if off == 0 && data.len() >= 2 => {
+                let mut v = [0u8; 8];
+                v[..data.len()].copy_from_slice(data);
+                self.notify(u64::from_le_bytes(v) & 0xFFFF);
+            }
+            _ => {
+                warn_limited!(self.logs.bad_access, "virtio-blk: write at BAR0+{offset:#x} ignored");
+            }
+        }
+    }
+}

@@ -23,6 +23,15 @@ pub struct Cli {
 pub enum Command {
     /// Boot a guest and supervise its watchdog.
     Run(RunArgs),
+    /// Draw the boot cycles of an events file (--events) as an SVG timeline.
+    Timeline {
+        /// A JSON-lines events file written by `kennel run --events`.
+        #[arg(value_name = "EVENTS.jsonl")]
+        input: PathBuf,
+        /// Where to write the SVG.
+        #[arg(short, long, value_name = "SVG")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +88,26 @@ pub struct RunArgs {
     /// Serve QMP on a Unix socket at this path (must not exist; mode 0600).
     #[arg(long, value_name = "PATH")]
     pub qmp: Option<PathBuf>,
+
+    /// Attach this raw disk image as a virtio-blk PCI disk (read-write,
+    /// locked against other users); adds root=/dev/vda unless the command
+    /// line names a root.
+    #[arg(long, value_name = "PATH")]
+    pub rootfs: Option<PathBuf>,
+
+    /// Attach the --rootfs image read-only.
+    #[arg(long, requires = "rootfs")]
+    pub rootfs_readonly: bool,
+
+    /// Inject a fault, tied to boot cycles (repeatable), e.g.
+    /// blk:read-error,cycle=2  blk:delay=200ms  boot:hang,after=5s,cycle=3
+    /// boot:cmdline=root=/dev/nonexistent panic=1,cycle=2. See README.
+    #[arg(long, value_name = "SPEC")]
+    pub fault: Vec<String>,
+
+    /// Seed for probabilistic faults, so a run can be repeated exactly.
+    #[arg(long, value_name = "N", default_value_t = crate::faults::DEFAULT_SEED)]
+    pub fault_seed: u64,
 
     /// Do not start the VM until a QMP client sends `cont` (as QEMU's -S),
     /// so a monitor sees the very first BOOT. Needs --qmp.

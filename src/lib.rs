@@ -3,8 +3,10 @@
 
 pub mod boot;
 pub mod cli;
+pub mod cmdline;
 pub mod controller;
 pub mod cpuid;
+pub mod disk_faults;
 pub mod events;
 pub mod exit_code;
 pub mod exits;
@@ -16,6 +18,7 @@ pub mod platform;
 pub mod pvm;
 pub mod qmp;
 pub mod requests;
+pub mod rootdisk;
 pub mod run;
 pub mod signals;
 pub mod terminal;

@@ -21,6 +21,13 @@ fn main() {
                 e.exit_code()
             }
         },
+        Command::Timeline { input, output } => match kennel::timeline::run(&input, &output) {
+            Ok(()) => exit_code::CLEAN,
+            Err(e) => {
+                eprintln!("kennel: {e}");
+                exit_code::HOST_ERROR
+            }
+        },
     };
     kennel::terminal::restore();
     std::process::exit(code);

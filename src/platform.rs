@@ -7,6 +7,7 @@
 //! | PCI config mechanism #1 | ports 0xcf8-0xcff | - |
 //! | 00:00.0 host bridge | PCI | - |
 //! | 00:04.0 Intel 6300ESB | PCI, BAR0 at 0xc000_0000 (16 bytes, fixed) | INTA -> GSI 16 |
+//! | 00:05.0 virtio-blk (with --rootfs) | PCI, BAR0 at 0xc000_4000 (16 KiB, fixed) | INTA -> GSI 17 |
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ use kennel_devices::pci::bar_region::PciBarRegion;
 use kennel_devices::pci::config_io::{PciBus, PciConfigIo, CONFIG_IO_BASE, CONFIG_IO_LEN};
 use kennel_devices::pci::host_bridge::HostBridge;
 use kennel_devices::serial::Serial;
+use kennel_devices::virtio_blk::{self, BlkParams, BlockFaults, VirtioBlk};
 use kvm_ioctls::VmFd;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
@@ -38,6 +40,8 @@ pub enum PlatformError {
     Pci(#[from] kennel_devices::pci::config_io::PciBusError),
     #[error("cannot create the 6300ESB: {0}")]
     Esb(#[from] kennel_devices::i6300esb::EsbError),
+    #[error("cannot create the virtio-blk disk: {0}")]
+    Blk(#[from] kennel_devices::virtio_blk::BlkError),
     #[error("cannot set up an interrupt ({what}): {err}")]
     Irq { what: &'static str, err: String },
 }
@@ -49,6 +53,16 @@ pub const ESB_SLOT: u8 = 4;
 pub const ESB_GSI: u8 = 16;
 pub const ESB_BAR0: u32 = layout::MMIO_HOLE_START as u32;
 pub const ESB_BAR0_SIZE: u64 = 16;
+pub const BLK_SLOT: u8 = 5;
+pub const BLK_GSI: u8 = 17;
+pub const BLK_BAR0: u32 = ESB_BAR0 + virtio_blk::BAR0_SIZE;
+
+/// The root disk for one VM build.
+pub struct DiskParams {
+    pub file: std::fs::File,
+    pub readonly: bool,
+    pub faults: Arc<dyn BlockFaults>,
+}
 
 /// What a VM build needs from outside the VM: host-side sinks and state
 /// that outlive a reset.
@@ -60,6 +74,7 @@ pub struct PlatformParams {
     pub esb_timeout_flag: bool,
     /// Distinguishes facts of this VM from a previous one's in the queue.
     pub generation: u64,
+    pub disk: Option<DiskParams>,
 }
 
 pub struct Platform {
@@ -109,7 +124,7 @@ impl WatchdogObserver for FactsToMainLoop {
 
 pub fn build(
     vm: &Arc<VmFd>,
-    _mem: &Arc<GuestMemoryMmap>,
+    mem: &Arc<GuestMemoryMmap>,
     p: PlatformParams,
 ) -> Result<Platform, PlatformError> {
     let mut buses = Buses { pio: Bus::new(), mmio: Bus::new() };
@@ -140,13 +155,26 @@ pub fn build(
         ESB_BAR0.into(),
         ESB_BAR0_SIZE,
     )?;
+    let mut intx = vec![PciIntx { slot: ESB_SLOT, pin: 1, gsi: ESB_GSI }];
+    if let Some(d) = p.disk {
+        let blk = Arc::new(Mutex::new(VirtioBlk::new(BlkParams {
+            disk: d.file,
+            readonly: d.readonly,
+            bar0_addr: BLK_BAR0,
+            irq_line: BLK_GSI,
+            irq: Some(Arc::new(KvmLine { vm: vm.clone(), gsi: BLK_GSI.into() })),
+            mem: mem.clone(),
+            faults: d.faults,
+        })?));
+        pci.add(BLK_SLOT, blk.clone())?;
+        buses.mmio.insert(
+            Arc::new(Mutex::new(PciBarRegion::new(blk, 0))),
+            BLK_BAR0.into(),
+            virtio_blk::BAR0_SIZE.into(),
+        )?;
+        intx.push(PciIntx { slot: BLK_SLOT, pin: 1, gsi: BLK_GSI });
+    }
     buses.pio.insert(Arc::new(Mutex::new(PciConfigIo::new(pci))), CONFIG_IO_BASE, CONFIG_IO_LEN)?;
 
-    Ok(Platform {
-        buses: Arc::new(buses),
-        serial,
-        esb,
-        intx: vec![PciIntx { slot: ESB_SLOT, pin: 1, gsi: ESB_GSI }],
-        requests: p.requests,
-    })
+    Ok(Platform { buses: Arc::new(buses), serial, esb, intx, requests: p.requests })
 }

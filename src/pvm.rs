@@ -32,7 +32,11 @@ pub fn host_is_pvm_at(module: &Path) -> bool {
 pub const CMDLINE_EXTRA: &str = "noxsave clearcpuid=308,151 nopti mitigations=off lpj=5000000 tsc=reliable";
 
 const INT3: u8 = 0xcc;
+const FWAIT: u8 = 0x9b;
 const BP_VECTOR: u8 = 3;
+const MF_VECTOR: u8 = 16;
+/// x87 status word: error summary (an unmasked exception is pending).
+const FSW_ES: u16 = 1 << 7;
 
 /// Reads up to 16 instruction bytes at the guest's RIP.
 fn instruction_bytes(vcpu: &VcpuFd, mem: &GuestMemoryMmap, rip: u64) -> Vec<u8> {
@@ -57,23 +61,47 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
 }
 
-/// Handles an emulation failure if it is one we know: PVM's emulator does
-/// not implement `int3`, which Linux executes in its alternatives self-test.
-/// We do what the CPU would: step past it and deliver #BP.
+/// What the CPU would have done with an instruction PVM's emulator lacks.
+#[derive(Debug, PartialEq, Eq)]
+enum Emulated {
+    /// Step past it and deliver this exception (a trap: after the instruction).
+    SkipAndRaise(u8),
+    /// Step past it: it had no effect.
+    Skip,
+}
+
+/// `int3` (Linux's alternatives self-test) traps with #BP; `fwait` (Linux
+/// touching FPU state for user space) does nothing unless an unmasked x87
+/// exception is pending, which it reports as #MF.
+fn emulate(first: u8, fsw: impl FnOnce() -> Option<u16>) -> Option<Emulated> {
+    match first {
+        INT3 => Some(Emulated::SkipAndRaise(BP_VECTOR)),
+        FWAIT => match fsw()? & FSW_ES {
+            0 => Some(Emulated::Skip),
+            _ => Some(Emulated::SkipAndRaise(MF_VECTOR)),
+        },
+        _ => None,
+    }
+}
+
+/// Handles an emulation failure if it is one we know (see `emulate`).
 pub fn handle_emulation_failure(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Result<(), PvmError> {
     let mut regs = vcpu.get_regs().map_err(|e| PvmError::Inspect(e.to_string()))?;
     let bytes = instruction_bytes(vcpu, mem, regs.rip);
-    if bytes.first() != Some(&INT3) {
+    let what = bytes.first().and_then(|b| emulate(*b, || vcpu.get_fpu().ok().map(|f| f.fsw)));
+    let Some(what) = what else {
         return Err(PvmError::Unhandled { rip: regs.rip, bytes: hex(&bytes) });
-    }
+    };
     regs.rip += 1;
     vcpu.set_regs(&regs).map_err(|e| PvmError::Inspect(e.to_string()))?;
-    let mut ev = vcpu.get_vcpu_events().map_err(|e| PvmError::Inspect(e.to_string()))?;
-    ev.exception.injected = 1;
-    ev.exception.nr = BP_VECTOR;
-    ev.exception.has_error_code = 0;
-    ev.exception.error_code = 0;
-    vcpu.set_vcpu_events(&ev).map_err(|e| PvmError::Inspect(e.to_string()))?;
+    if let Emulated::SkipAndRaise(vector) = what {
+        let mut ev = vcpu.get_vcpu_events().map_err(|e| PvmError::Inspect(e.to_string()))?;
+        ev.exception.injected = 1;
+        ev.exception.nr = vector;
+        ev.exception.has_error_code = 0;
+        ev.exception.error_code = 0;
+        vcpu.set_vcpu_events(&ev).map_err(|e| PvmError::Inspect(e.to_string()))?;
+    }
     Ok(())
 }
 
@@ -88,6 +116,15 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         assert!(host_is_pvm_at(&dir));
         std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn int3_and_fwait_are_emulated_as_the_cpu_would() {
+        assert_eq!(emulate(0xcc, || None), Some(Emulated::SkipAndRaise(3)));
+        assert_eq!(emulate(0x9b, || Some(0)), Some(Emulated::Skip));
+        assert_eq!(emulate(0x9b, || Some(FSW_ES | 1)), Some(Emulated::SkipAndRaise(16)));
+        assert_eq!(emulate(0x9b, || None), None, "unknown FPU state: do not guess");
+        assert_eq!(emulate(0x0f, || Some(0)), None);
     }
 
     #[test]

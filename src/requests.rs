@@ -23,6 +23,11 @@ pub enum VmRequest {
         vcpu: u8,
         message: String,
     },
+    /// A fault was injected; `data` is the FAULT_INJECTED event's data.
+    FaultInjected {
+        data: serde_json::Value,
+        generation: u64,
+    },
     /// The watchdog reported a fact at watchdog-clock time `at`.
     Watchdog {
         fact: WatchdogFact,

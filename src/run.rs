@@ -10,10 +10,12 @@ use kennel_devices::bus::lock;
 use crate::controller::{Controller, ControllerConfig, ControllerError, ControllerHandle};
 use crate::events::{EventHub, JsonLinesSink, LogSink};
 use crate::exit_code;
+use crate::faults::FaultPlan;
 use crate::host::{self, HostError};
 use crate::lifecycle;
 use crate::pvm;
 use crate::qmp::QmpServer;
+use crate::rootdisk::RootDisk;
 use crate::signals::StopSignals;
 use crate::terminal::RawMode;
 use crate::vcpu::{self, VcpuError};
@@ -34,6 +36,10 @@ pub enum RunError {
     Events(#[from] crate::events::Error),
     #[error("cannot serve QMP: {0}")]
     Qmp(#[from] crate::qmp::ServerError),
+    #[error(transparent)]
+    Faults(#[from] crate::faults::FaultError),
+    #[error(transparent)]
+    RootDisk(#[from] crate::rootdisk::RootDiskError),
     #[error("cannot start the event loop: {0:?}")]
     EventLoop(event_manager::Error),
     #[error("kernel image {0} does not exist")]
@@ -49,23 +55,6 @@ impl RunError {
     }
 }
 
-/// The command line the guest gets: the user's, plus the PVM settings when
-/// the host needs them and the user has not said otherwise.
-pub fn effective_cmdline(user: &str, pvm: bool) -> String {
-    let mut s = user.trim().to_string();
-    if pvm {
-        for opt in pvm::CMDLINE_EXTRA.split_whitespace() {
-            let key = opt.split('=').next().unwrap_or(opt);
-            let present = s.split_whitespace().any(|w| w == key || w.starts_with(&format!("{key}=")));
-            if !present {
-                s.push(' ');
-                s.push_str(opt);
-            }
-        }
-    }
-    s
-}
-
 pub fn run(args: RunArgs) -> Result<i32, RunError> {
     // Check what the user gave before touching KVM, so a typo is reported
     // as a typo even on a host without KVM.
@@ -77,6 +66,11 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
             return Err(RunError::InitrdMissing(p.clone()));
         }
     }
+    let faults = FaultPlan::parse_all(&args.fault, args.fault_seed)?;
+    let rootfs = match &args.rootfs {
+        Some(p) => Some(RootDisk::open(p, args.rootfs_readonly)?),
+        None => None,
+    };
     let kvm = host::open_kvm()?;
     let pvm = pvm::host_is_pvm() && !args.no_pvm_quirks;
     if pvm {
@@ -97,11 +91,13 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         vm: VmConfig {
             kernel: args.kernel,
             initrd: args.initrd,
-            cmdline: effective_cmdline(&args.cmdline, pvm),
+            cmdline: args.cmdline,
             mem_bytes: args.memory << 20,
             vcpus: args.vcpus,
             pvm,
         },
+        rootfs,
+        faults,
         no_reboot: args.no_reboot,
         lifecycle: lifecycle::Config {
             watchdog_action: args.watchdog_action,
@@ -126,20 +122,5 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
             return Ok(code);
         }
         em.run().map_err(RunError::EventLoop)?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pvm_settings_are_appended_once_and_user_choices_win() {
-        let c = effective_cmdline("console=ttyS0 lpj=1", true);
-        assert!(c.starts_with("console=ttyS0 lpj=1 "));
-        assert!(!c.contains("lpj=5000000"), "user's lpj must win: {c}");
-        assert!(c.contains("noxsave") && c.contains("clearcpuid=308,151"));
-        assert_eq!(effective_cmdline(" console=ttyS0 ", false), "console=ttyS0");
-        assert_eq!(effective_cmdline(&c, true), c);
     }
 }

@@ -2,13 +2,19 @@
 //! resume, NMI; each reported to the lifecycle as it happens.
 
 use kennel_devices::bus::lock;
+use kennel_devices::clock::Clock;
 use kennel_devices::i6300esb::WatchdogFact;
 
 use super::Controller;
 use crate::exit_code;
+use std::sync::Arc;
+
+use crate::cmdline::{self, CmdlineInput};
+use crate::disk_faults::CycleDiskFaults;
 use crate::exits::ResetSource;
+use crate::faults::BootFault;
 use crate::lifecycle::{Action, Cause, Input, RunState};
-use crate::platform::PlatformParams;
+use crate::platform::{DiskParams, PlatformParams};
 use crate::terminal::ConsoleOut;
 use crate::vm::Vm;
 
@@ -44,17 +50,55 @@ impl Controller {
         }
     }
 
-    /// Builds a VM; the watchdog's timeout flag is what survives a reset.
-    fn build(&mut self, esb_timeout_flag: bool) -> bool {
+    /// Builds the VM for boot cycle `cycle`; the watchdog's timeout flag is
+    /// what survives a reset. Applies the cycle's faults.
+    fn build(&mut self, cycle: u64, esb_timeout_flag: bool) -> bool {
         self.generation += 1;
+        let mut vm_cfg = self.cfg.vm.clone();
+        let base = match self.cfg.faults.cmdline_for(cycle).map(str::to_string) {
+            Some(c) => {
+                if let Some(d) = self.cfg.faults.boot_event_data(cycle, BootFault::Cmdline) {
+                    self.emit("FAULT_INJECTED", d);
+                }
+                c
+            }
+            None => vm_cfg.cmdline.clone(),
+        };
+        vm_cfg.cmdline = cmdline::effective(&CmdlineInput {
+            base: &base,
+            rootfs: self.cfg.rootfs.as_ref().map(|r| r.readonly),
+            pvm: vm_cfg.pvm,
+        });
+        let disk = match &self.cfg.rootfs {
+            Some(r) => match r.handle() {
+                Ok(file) => Some(DiskParams {
+                    file,
+                    readonly: r.readonly,
+                    faults: Arc::new(CycleDiskFaults {
+                        state: self.cfg.faults.block_faults(cycle),
+                        requests: self.sender.clone(),
+                        generation: self.generation,
+                    }),
+                }),
+                Err(e) => {
+                    log::error!("{e}");
+                    return false;
+                }
+            },
+            None => None,
+        };
         let pp = PlatformParams {
             console: Box::new(ConsoleOut),
             clock: self.clock.clone(),
             requests: self.sender.clone(),
             esb_timeout_flag,
             generation: self.generation,
+            disk,
         };
-        match Vm::build(&self.kvm, &self.cfg.vm, pp) {
+        self.hung = false;
+        self.hang_at = self.cfg.faults.hang_for(cycle).map(|after| self.clock.now() + after);
+        super::arm(&mut self.hang_timer, self.hang_at, self.clock.now());
+        match Vm::build(&self.kvm, &vm_cfg, pp) {
             Ok(vm) => {
                 if self.lifecycle.run_state() == RunState::Paused {
                     vm.pause();
@@ -74,7 +118,7 @@ impl Controller {
             return;
         }
         self.started = true;
-        if self.build(false) {
+        if self.build(1, false) {
             self.input(Input::Boot { cause: Cause::PowerOn });
         } else {
             self.fail(exit_code::HOST_ERROR);
@@ -106,7 +150,7 @@ impl Controller {
         }
         // RESET ends this cycle and BOOT starts the next; then the new VM.
         self.input(Input::Reset { cause });
-        if !self.build(flag) {
+        if !self.build(self.lifecycle.cycle(), flag) {
             self.fail(exit_code::HOST_ERROR);
         }
     }
@@ -133,6 +177,22 @@ impl Controller {
         self.exit = Some(code);
     }
 
+    /// A `boot:hang` fault: the vCPUs stop as a hung guest's would, while
+    /// the watchdog's clock runs on (this is not a pause).
+    pub(super) fn hang_now(&mut self) {
+        let cycle = self.lifecycle.cycle();
+        if self.hang_at.take().is_none() {
+            return;
+        }
+        if let Some(vm) = &self.vm {
+            vm.pause();
+            self.hung = true;
+            if let Some(d) = self.cfg.faults.boot_event_data(cycle, BootFault::Hang) {
+                self.emit("FAULT_INJECTED", d);
+            }
+        }
+    }
+
     pub(super) fn pause(&mut self, cause: Cause) {
         if self.lifecycle.run_state() != RunState::Running {
             return;
@@ -150,7 +210,7 @@ impl Controller {
         }
         self.clock.resume();
         self.input(Input::Resume { cause });
-        if let Some(vm) = &self.vm {
+        if let (Some(vm), false) = (&self.vm, self.hung) {
             vm.resume();
         }
     }

@@ -23,10 +23,12 @@ use vmm_sys_util::timerfd::TimerFd;
 
 pub use qmp_control::ControllerHandle;
 
-use crate::events::{EventHub, EventSink};
+use crate::events::{Event, EventHub, EventSink};
 use crate::exit_code;
+use crate::faults::FaultPlan;
 use crate::lifecycle::{self, Cause, Input, Lifecycle};
 use crate::requests::{RequestQueue, RequestSender, VmRequest};
+use crate::rootdisk::RootDisk;
 use crate::signals::StopSignals;
 use crate::vm::{Vm, VmConfig};
 
@@ -38,7 +40,11 @@ pub enum ControllerError {
 }
 
 pub struct ControllerConfig {
+    /// The VM as configured; `vm.cmdline` is the user's command line, from
+    /// which each cycle's is made (see `cmdline::effective`).
     pub vm: VmConfig,
+    pub rootfs: Option<RootDisk>,
+    pub faults: FaultPlan,
     pub no_reboot: bool,
     pub lifecycle: lifecycle::Config,
     /// Build nothing until a QMP `cont` (as QEMU's -S), so a monitor can
@@ -57,6 +63,11 @@ pub struct Controller {
     queue: RequestQueue,
     wd_timer: TimerFd,
     deadline_timer: TimerFd,
+    /// Fires when a `boot:hang` fault is due in this cycle.
+    hang_timer: TimerFd,
+    hang_at: Option<Duration>,
+    /// The vCPUs were stopped by a `boot:hang` fault: `cont` must not wake them.
+    hung: bool,
     signals: StopSignals,
     lifecycle: Lifecycle,
     hub: EventHub,
@@ -73,6 +84,7 @@ const TOKEN_WD_TIMER: u32 = 2;
 const TOKEN_DEADLINE: u32 = 3;
 const TOKEN_STDIN: u32 = 4;
 const TOKEN_SIGNAL: u32 = 5;
+const TOKEN_HANG: u32 = 6;
 
 fn timer() -> Result<TimerFd, ControllerError> {
     TimerFd::new().map_err(|e| ControllerError::Timer(e.into()))
@@ -97,6 +109,9 @@ impl Controller {
             queue,
             wd_timer: timer()?,
             deadline_timer: timer()?,
+            hang_timer: timer()?,
+            hang_at: None,
+            hung: false,
             signals,
             hub,
             last_now: Duration::ZERO,
@@ -150,9 +165,17 @@ impl Controller {
                 log::error!("vCPU {vcpu}: {message}");
                 self.fail(exit_code::VM_FAILED);
             }
-            VmRequest::Watchdog { generation, .. } if generation != self.generation => {}
+            VmRequest::Watchdog { generation, .. } | VmRequest::FaultInjected { generation, .. }
+                if generation != self.generation => {}
+            VmRequest::FaultInjected { data, .. } => self.emit("FAULT_INJECTED", data),
             VmRequest::Watchdog { fact, at, .. } => self.input_at(at, actions::fact_input(fact)),
         }
+    }
+
+    /// Emits an event the lifecycle has no part in (faults).
+    fn emit(&mut self, name: &'static str, data: serde_json::Value) {
+        let serde_json::Value::Object(map) = data else { return };
+        self.hub.emit(&Event::new(name, map, SystemTime::now()));
     }
 
     /// Brings the watchdog up to date and arms the timer for its next expiry.
@@ -221,6 +244,10 @@ impl MutEventSubscriber for Controller {
                 self.input(Input::Tick);
             }
             TOKEN_STDIN => self.forward_stdin(ops),
+            TOKEN_HANG => {
+                let _ = self.hang_timer.wait();
+                self.hang_now();
+            }
             TOKEN_SIGNAL => {
                 if let Some(sig) = self.signals.read() {
                     log::info!("signal {sig}: stopping the VM");
@@ -241,6 +268,7 @@ impl MutEventSubscriber for Controller {
             (self.wd_timer.as_raw_fd(), TOKEN_WD_TIMER),
             (self.deadline_timer.as_raw_fd(), TOKEN_DEADLINE),
             (self.signals.as_raw_fd(), TOKEN_SIGNAL),
+            (self.hang_timer.as_raw_fd(), TOKEN_HANG),
         ];
         for (fd, token) in reg {
             if let Err(e) = ops.add(Events::with_data_raw(fd, token, EventSet::IN)) {

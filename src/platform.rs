@@ -83,6 +83,7 @@ pub struct Platform {
     pub esb: Arc<Mutex<I6300Esb>>,
     pub intx: Vec<PciIntx>,
     pub requests: RequestSender,
+    pub generation: u64,
 }
 
 struct IrqFd(EventFd);
@@ -105,10 +106,13 @@ impl InterruptLine for KvmLine {
     }
 }
 
-struct ResetToMainLoop(RequestSender);
+struct ResetToMainLoop {
+    requests: RequestSender,
+    generation: u64,
+}
 impl ResetRequest for ResetToMainLoop {
     fn request_reset(&self) {
-        self.0.send(VmRequest::GuestReset(ResetSource::Keyboard));
+        self.requests.send(VmRequest::GuestReset { source: ResetSource::Keyboard, generation: self.generation });
     }
 }
 
@@ -136,7 +140,7 @@ pub fn build(
     let serial = Arc::new(Mutex::new(Serial::new(Arc::new(IrqFd(irq)), p.console)));
     buses.pio.insert(serial.clone(), SERIAL_PORT, 8)?;
 
-    let i8042 = Arc::new(Mutex::new(I8042::new(Arc::new(ResetToMainLoop(p.requests.clone())))));
+    let i8042 = Arc::new(Mutex::new(I8042::new(Arc::new(ResetToMainLoop { requests: p.requests.clone(), generation: p.generation }))));
     buses.pio.insert(i8042, I8042_PORT, 5)?;
 
     let esb = Arc::new(Mutex::new(I6300Esb::new(EsbParams {
@@ -176,5 +180,5 @@ pub fn build(
     }
     buses.pio.insert(Arc::new(Mutex::new(PciConfigIo::new(pci))), CONFIG_IO_BASE, CONFIG_IO_LEN)?;
 
-    Ok(Platform { buses: Arc::new(buses), serial, esb, intx, requests: p.requests })
+    Ok(Platform { buses: Arc::new(buses), serial, esb, intx, requests: p.requests, generation: p.generation })
 }

@@ -13,16 +13,17 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::exits::ResetSource;
 
+/// Each carries the generation (VM build) it came from: a request still in
+/// the queue when the VM is rebuilt must not act on the new VM (a panicking
+/// guest pulses the reset line and then triple-faults: two resets asked,
+/// one meant).
 #[derive(Debug)]
 pub enum VmRequest {
     /// The guest reset itself (keyboard controller, triple fault, KVM event).
-    GuestReset(ResetSource),
-    GuestPowerOff,
+    GuestReset { source: ResetSource, generation: u64 },
+    GuestPowerOff { generation: u64 },
     /// A vCPU cannot go on; the VM must stop with an error.
-    Fatal {
-        vcpu: u8,
-        message: String,
-    },
+    Fatal { vcpu: u8, message: String, generation: u64 },
     /// A fault was injected; `data` is the FAULT_INJECTED event's data.
     FaultInjected {
         data: serde_json::Value,
@@ -61,6 +62,18 @@ pub fn channel_pair() -> std::io::Result<(RequestSender, RequestQueue)> {
     let (tx, rx) = channel();
     let wake = Arc::new(EventFd::new(EFD_NONBLOCK)?);
     Ok((RequestSender { tx, wake: wake.clone() }, RequestQueue { rx, wake }))
+}
+
+impl VmRequest {
+    pub fn generation(&self) -> u64 {
+        match self {
+            VmRequest::GuestReset { generation, .. }
+            | VmRequest::GuestPowerOff { generation }
+            | VmRequest::Fatal { generation, .. }
+            | VmRequest::FaultInjected { generation, .. }
+            | VmRequest::Watchdog { generation, .. } => *generation,
+        }
+    }
 }
 
 impl RequestQueue {

@@ -121,6 +121,7 @@ pub struct VcpuContext {
     pub requests: RequestSender,
     pub mem: Arc<GuestMemoryMmap>,
     pub pvm: bool,
+    pub generation: u64,
 }
 
 pub fn spawn(mut vcpu: VcpuFd, ctx: VcpuContext) -> Result<VcpuThread, VcpuError> {
@@ -157,20 +158,16 @@ fn run_loop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
             Outcome::Continue => continue,
             Outcome::EmulationFailure if ctx.pvm => match pvm::handle_emulation_failure(vcpu, &ctx.mem) {
                 Ok(()) => continue,
-                Err(e) => VmRequest::Fatal { vcpu: ctx.id, message: e.to_string() },
+                Err(e) => VmRequest::Fatal { vcpu: ctx.id, message: e.to_string(), generation: ctx.generation },
             },
             Outcome::EmulationFailure => VmRequest::Fatal {
                 vcpu: ctx.id,
-                message: match pvm::handle_emulation_failure(vcpu, &ctx.mem) {
-                    // On real KVM an int3 never fails emulation; report
-                    // whatever it was with its bytes.
-                    Ok(()) => "KVM internal error at an int3".into(),
-                    Err(e) => e.to_string(),
-                },
+                message: "KVM reported an internal error (emulation failure)".into(),
+                generation: ctx.generation,
             },
-            Outcome::Reset(src) => VmRequest::GuestReset(src),
-            Outcome::PowerOff => VmRequest::GuestPowerOff,
-            Outcome::Fatal(message) => VmRequest::Fatal { vcpu: ctx.id, message },
+            Outcome::Reset(source) => VmRequest::GuestReset { source, generation: ctx.generation },
+            Outcome::PowerOff => VmRequest::GuestPowerOff { generation: ctx.generation },
+            Outcome::Fatal(message) => VmRequest::Fatal { vcpu: ctx.id, message, generation: ctx.generation },
         };
         ctx.requests.send(request);
         // The main loop decides what happens next; this vCPU waits for it.

@@ -136,6 +136,7 @@ impl Vm {
                 requests: vm.platform.requests.clone(),
                 mem: vm.mem.clone(),
                 pvm: cfg.pvm,
+                generation: vm.platform.generation,
             };
             vm.threads.push(vcpu::spawn(v, ctx)?);
         }

@@ -155,18 +155,20 @@ impl Controller {
     }
 
     fn handle_request(&mut self, r: VmRequest) {
+        if r.generation() != self.generation {
+            log::debug!("dropping a request from a VM that no longer exists: {r:?}");
+            return;
+        }
         match r {
-            VmRequest::GuestReset(src) => {
-                log::info!("the guest reset itself ({})", actions::reset_source_name(src));
+            VmRequest::GuestReset { source, .. } => {
+                log::info!("the guest reset itself ({})", actions::reset_source_name(source));
                 self.reset(Cause::Guest);
             }
-            VmRequest::GuestPowerOff => self.poweroff(Cause::Guest),
-            VmRequest::Fatal { vcpu, message } => {
+            VmRequest::GuestPowerOff { .. } => self.poweroff(Cause::Guest),
+            VmRequest::Fatal { vcpu, message, .. } => {
                 log::error!("vCPU {vcpu}: {message}");
                 self.fail(exit_code::VM_FAILED);
             }
-            VmRequest::Watchdog { generation, .. } | VmRequest::FaultInjected { generation, .. }
-                if generation != self.generation => {}
             VmRequest::FaultInjected { data, .. } => self.emit("FAULT_INJECTED", data),
             VmRequest::Watchdog { fact, at, .. } => self.input_at(at, actions::fact_input(fact)),
         }

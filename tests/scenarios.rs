@@ -1,0 +1,199 @@
+#![allow(clippy::unwrap_used, clippy::panic)]
+//! Every named boot-failure scenario (`scripts/scenario NAME`) end to end on
+//! this machine's KVM with the real guest kit, reading the events through
+//! the real QMP client and checking the guest console tells the same story.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::qmp::QmpWatch;
+use common::{kennel_bin, kvm_or_skip, linux_guest, repo, scratch};
+
+struct Run {
+    events: Vec<(String, u64, String)>,
+    console: String,
+    svg: String,
+    ok: bool,
+    output: String,
+}
+
+fn run(name: &str) -> Run {
+    linux_guest();
+    let out = scratch(&format!("scenario-{name}"));
+    let sock = scratch(&format!("scenario-{name}.qmp"));
+    let _ = std::fs::remove_file(&sock);
+    let mut child = Command::new(repo().join("scripts/scenario"))
+        .args([name, "--qmp", sock.to_str().unwrap(), "--start-paused", "--out", out.to_str().unwrap()])
+        .env("KENNEL", kennel_bin())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start scripts/scenario");
+    let mut q = QmpWatch::connect(&sock, true);
+    let end = Instant::now() + Duration::from_secs(420);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < end, "scenario {name} did not finish");
+        // Keep reading events as they come.
+        q.wait_event("-", None, Duration::from_millis(200));
+    };
+    q.wait_event("SHUTDOWN", None, Duration::from_secs(5));
+    let mut output = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        use std::io::Read;
+        let _ = o.read_to_string(&mut output);
+    }
+    let events = q
+        .events
+        .iter()
+        .map(|v| {
+            let cause = v["data"]["cause"].as_str().or(v["data"]["what"].as_str()).unwrap_or("").to_string();
+            (v["event"].as_str().unwrap().to_string(), v["data"]["cycle"].as_u64().unwrap_or(0), cause)
+        })
+        .collect();
+    Run {
+        events,
+        console: std::fs::read_to_string(out.join("console.log")).unwrap_or_default(),
+        svg: std::fs::read_to_string(out.join("timeline.svg")).unwrap_or_default(),
+        ok: status.success(),
+        output,
+    }
+}
+
+/// The sequence with repeats of the same (event, cycle) folded: how many
+/// FAULT_INJECTED a failing boot produces is not the point.
+fn story(r: &Run) -> Vec<(String, u64, String)> {
+    let mut s: Vec<(String, u64, String)> = Vec::new();
+    for e in &r.events {
+        if s.last().is_some_and(|l| l.0 == e.0 && l.1 == e.1) {
+            continue;
+        }
+        s.push(e.clone());
+    }
+    s
+}
+
+fn ev(name: &str, cycle: u64, cause: &str) -> (String, u64, String) {
+    (name.to_string(), cycle, cause.to_string())
+}
+
+fn check(name: &str, r: &Run, want: &[(String, u64, String)]) {
+    assert!(r.ok, "scenario {name} failed\n{}", r.output);
+    let got = story(r);
+    assert_eq!(&got[..want.len().min(got.len())], want, "scenario {name}: events {got:?}\n{}", r.output);
+    assert!(r.svg.contains("<svg") && r.svg.contains("cycle 1"), "scenario {name}: no timeline drawn");
+}
+
+#[test]
+fn scenario_healthy() {
+    if !kvm_or_skip("scenario_healthy") {
+        return;
+    }
+    let r = run("healthy");
+    check("healthy", &r, &[ev("BOOT", 1, "power-on"), ev("WATCHDOG_ARMED", 1, ""), ev("WATCHDOG_FIRST_FEED", 1, "")]);
+    assert!(!r.events.iter().any(|e| e.0 == "WATCHDOG" || e.0 == "BOOT_DEADLINE_MISSED"), "{:?}", r.events);
+    assert!(r.console.contains("EXT4-fs (vda): mounted filesystem"), "root disk not mounted");
+    assert!(r.console.contains("Run /sbin/kennel-spin as init process"));
+}
+
+#[test]
+fn scenario_hang_then_recover() {
+    if !kvm_or_skip("scenario_hang_then_recover") {
+        return;
+    }
+    let r = run("hang-then-recover");
+    check(
+        "hang-then-recover",
+        &r,
+        &[
+            ev("BOOT", 1, "power-on"),
+            ev("WATCHDOG_ARMED", 1, ""),
+            ev("WATCHDOG_FIRST_FEED", 1, ""),
+            ev("FAULT_INJECTED", 1, "hang"),
+            ev("WATCHDOG_PRETIMEOUT", 1, ""),
+            ev("WATCHDOG", 1, ""),
+            ev("RESET", 1, "watchdog"),
+            ev("BOOT", 2, "watchdog"),
+            ev("WATCHDOG_ARMED", 2, ""),
+            ev("WATCHDOG_FIRST_FEED", 2, ""),
+        ],
+    );
+    assert!(r.console.contains("kennel_feeder: bootstatus=0x20 (card reset)"), "cycle 2 missed the card reset");
+}
+
+#[test]
+fn scenario_reset_then_io_error() {
+    if !kvm_or_skip("scenario_reset_then_io_error") {
+        return;
+    }
+    let r = run("reset-then-io-error");
+    check(
+        "reset-then-io-error",
+        &r,
+        &[
+            ev("BOOT", 1, "power-on"),
+            ev("WATCHDOG_ARMED", 1, ""),
+            ev("WATCHDOG_FIRST_FEED", 1, ""),
+            ev("WATCHDOG_PRETIMEOUT", 1, ""),
+            ev("WATCHDOG", 1, ""),
+            ev("RESET", 1, "watchdog"),
+            ev("BOOT", 2, "watchdog"),
+            ev("FAULT_INJECTED", 2, "read-error"),
+            ev("BOOT_DEADLINE_MISSED", 2, ""),
+        ],
+    );
+    assert!(!r.events.iter().any(|e| e.0 == "WATCHDOG_FIRST_FEED" && e.1 == 2), "{:?}", r.events);
+    assert!(r.console.contains("I/O error, dev vda"), "no disk I/O errors on the console");
+    assert!(r.console.contains("VFS: Unable to mount root fs"), "no root mount failure on the console");
+}
+
+#[test]
+fn scenario_panic_loop() {
+    if !kvm_or_skip("scenario_panic_loop") {
+        return;
+    }
+    let r = run("panic-loop");
+    check(
+        "panic-loop",
+        &r,
+        &[
+            ev("BOOT", 1, "power-on"),
+            ev("WATCHDOG_ARMED", 1, ""),
+            ev("WATCHDOG_FIRST_FEED", 1, ""),
+            ev("WATCHDOG_PRETIMEOUT", 1, ""),
+            ev("WATCHDOG", 1, ""),
+            ev("RESET", 1, "watchdog"),
+            ev("BOOT", 2, "watchdog"),
+            ev("FAULT_INJECTED", 2, "cmdline"),
+            ev("RESET", 2, "guest"),
+            ev("BOOT", 3, "guest"),
+            ev("FAULT_INJECTED", 3, "cmdline"),
+            ev("RESET", 3, "guest"),
+            ev("BOOT", 4, "guest"),
+        ],
+    );
+    assert!(!r.events.iter().any(|e| e.0 == "WATCHDOG_FIRST_FEED" && e.1 >= 2), "{:?}", r.events);
+    assert!(r.console.contains("Kernel panic - not syncing: VFS: Unable to mount root fs"), "no panic on the console");
+}
+
+#[test]
+fn scenario_never_arms() {
+    if !kvm_or_skip("scenario_never_arms") {
+        return;
+    }
+    let r = run("never-arms");
+    check("never-arms", &r, &[ev("BOOT", 1, "power-on"), ev("BOOT_DEADLINE_MISSED", 1, "")]);
+    let miss = r.events.iter().position(|e| e.0 == "BOOT_DEADLINE_MISSED").unwrap();
+    assert!(!r.events[..miss].iter().any(|e| e.0 == "WATCHDOG_ARMED"), "{:?}", r.events);
+    assert!(r.console.contains("i6300ESB timer 0000:00:04.0: initialized"), "the driver should still bind");
+}
+
+#[test]
+fn unknown_scenario_is_a_clear_error() {
+    let out = Command::new(repo().join("scripts/scenario")).arg("nope").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scenario 'nope'"));
+}

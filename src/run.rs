@@ -79,6 +79,13 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
             pvm::CMDLINE_EXTRA
         );
     }
+    if pvm && args.vcpus > 1 {
+        log::warn!(
+            "PVM hosts cannot start secondary vCPUs (the real-mode SIPI trampoline fails); \
+             the guest will wait for {} CPUs that never come up: use --vcpus 1 here",
+            args.vcpus - 1
+        );
+    }
     vcpu::init_kick_signal()?;
     // Before any thread starts, so vCPU threads inherit the blocked mask.
     let signals = StopSignals::install()?;

@@ -158,7 +158,9 @@ fn run_loop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
             Outcome::Continue => continue,
             Outcome::EmulationFailure if ctx.pvm => match pvm::handle_emulation_failure(vcpu, &ctx.mem) {
                 Ok(()) => continue,
-                Err(e) => VmRequest::Fatal { vcpu: ctx.id, message: e.to_string(), generation: ctx.generation },
+                Err(e) => {
+                    VmRequest::Fatal { vcpu: ctx.id, message: e.to_string(), generation: ctx.generation }
+                }
             },
             Outcome::EmulationFailure => VmRequest::Fatal {
                 vcpu: ctx.id,

@@ -197,3 +197,96 @@ fn boot_deadline_not_missed_when_the_first_feed_is_in_time() {
     );
     k.kill();
 }
+
+#[test]
+fn a_clean_disarm_is_reported_and_nothing_expires() {
+    if !kvm_or_skip("a_clean_disarm_is_reported_and_nothing_expires") {
+        return;
+    }
+    let (mut k, mut q, _) = start("disarm", "heartbeat=1 feeds=2 interval_ms=50 disarm", &[]);
+    let d = q.wait_event("WATCHDOG_DISARMED", Some(1), T).unwrap_or_else(|| panic!("{}", k.transcript()));
+    assert_eq!(d["data"]["cycle"], 1);
+    assert!(q.wait_event("WATCHDOG", None, Duration::from_millis(2500)).is_none(), "{:?}", q.sequence());
+    assert_eq!(q.execute("query-watchdog", json!({}))["return"]["state"], "disarmed");
+    k.kill();
+}
+
+/// Each watchdog action, as QEMU's `-action watchdog=` defines it.
+#[test]
+fn every_watchdog_action_does_what_it_says() {
+    if !kvm_or_skip("every_watchdog_action_does_what_it_says") {
+        return;
+    }
+    for action in ["poweroff", "shutdown", "pause", "debug", "inject-nmi"] {
+        let (mut k, mut q, _) = start(
+            &format!("action-{action}"),
+            "heartbeat=1 feeds=1 interval_ms=20",
+            &["--watchdog-action", action],
+        );
+        let wd =
+            q.wait_event("WATCHDOG", Some(1), T).unwrap_or_else(|| panic!("{action}: {}", k.transcript()));
+        assert_eq!(wd["data"]["action"], action);
+        match action {
+            "poweroff" | "shutdown" => {
+                let st = k.wait_exit(T).expect("kennel should exit");
+                assert_eq!(st.code(), Some(4), "{action}: {}", k.transcript());
+                let sd = q.wait_event("SHUTDOWN", Some(1), T).expect("SHUTDOWN");
+                assert_eq!(sd["data"]["cause"], "watchdog", "{sd}");
+            }
+            "pause" => {
+                let stop = q.wait_event("STOP", Some(1), T).expect("STOP");
+                assert_eq!(stop["data"]["cause"], "watchdog");
+                assert_eq!(q.execute("query-status", json!({}))["return"]["status"], "paused");
+            }
+            "debug" => {
+                assert!(
+                    q.wait_event("RESET", None, Duration::from_millis(500)).is_none(),
+                    "{:?}",
+                    q.sequence()
+                );
+                assert_eq!(q.execute("query-status", json!({}))["return"]["status"], "running");
+            }
+            "inject-nmi" => {
+                // The test guest has no IDT: the NMI it receives escalates to
+                // a triple fault, which kennel turns into a guest reset.
+                let r = q.wait_event("RESET", Some(1), T).expect("the NMI never reached the guest");
+                assert_eq!(r["data"]["cause"], "guest", "{r}");
+            }
+            _ => unreachable!(),
+        }
+        k.kill();
+    }
+}
+
+#[test]
+fn a_guest_that_never_arms_misses_its_deadline_unarmed() {
+    if !kvm_or_skip("a_guest_that_never_arms_misses_its_deadline_unarmed") {
+        return;
+    }
+    let sock = scratch("never-arms.qmp");
+    let _ = std::fs::remove_file(&sock);
+    let hello = test_guest("hello");
+    let mut k = Kennel::start(&[
+        "run",
+        "--kernel",
+        hello.to_str().unwrap(),
+        "--memory",
+        "16",
+        "--cmdline",
+        "halt",
+        "--qmp",
+        sock.to_str().unwrap(),
+        "--start-paused",
+        "--boot-deadline",
+        "0.3",
+    ]);
+    let mut q = QmpWatch::connect(&sock, true);
+    let miss =
+        q.wait_event("BOOT_DEADLINE_MISSED", Some(1), T).unwrap_or_else(|| panic!("{}", k.transcript()));
+    assert_eq!(miss["data"]["armed"], false);
+    assert_eq!(miss["data"]["action"], "none");
+    // Once per cycle.
+    assert!(q.wait_event("BOOT", Some(2), Duration::from_millis(800)).is_none());
+    assert_eq!(q.events.iter().filter(|e| e["event"] == "BOOT_DEADLINE_MISSED").count(), 1);
+    k.kill();
+}

@@ -81,8 +81,12 @@ mod tests {
         let a = RootDisk::open(&p, false).unwrap();
         assert!(matches!(RootDisk::open(&p, false), Err(RootDiskError::Locked(_))));
         assert!(matches!(RootDisk::open(&p, true), Err(RootDiskError::Locked(_))));
-        let _h = a.handle().unwrap();
+        // A VM's duplicate handle keeps the lock on its own...
+        let h = a.handle().unwrap();
         drop(a);
+        assert!(matches!(RootDisk::open(&p, false), Err(RootDiskError::Locked(_))));
+        // ...and closing the last one releases it.
+        drop(h);
         RootDisk::open(&p, false).unwrap();
     }
 

@@ -123,7 +123,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     }
     em.add_subscriber(controller.clone());
     let _raw = RawMode::enter();
-    lock(&controller).start();
+    lock(&controller).start()?;
     loop {
         if let Some(code) = lock(&controller).exit_status() {
             return Ok(code);

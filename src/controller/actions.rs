@@ -5,7 +5,7 @@ use kennel_devices::bus::lock;
 use kennel_devices::clock::Clock;
 use kennel_devices::i6300esb::WatchdogFact;
 
-use super::Controller;
+use super::{Controller, ControllerError};
 use crate::exit_code;
 use std::sync::Arc;
 
@@ -52,7 +52,7 @@ impl Controller {
 
     /// Builds the VM for boot cycle `cycle`; the watchdog's timeout flag is
     /// what survives a reset. Applies the cycle's faults.
-    fn build(&mut self, cycle: u64, esb_timeout_flag: bool) -> bool {
+    fn build(&mut self, cycle: u64, esb_timeout_flag: bool) -> Result<(), ControllerError> {
         self.generation += 1;
         let mut vm_cfg = self.cfg.vm.clone();
         let base = match self.cfg.faults.cmdline_for(cycle).map(str::to_string) {
@@ -80,10 +80,7 @@ impl Controller {
                         generation: self.generation,
                     }),
                 }),
-                Err(e) => {
-                    log::error!("{e}");
-                    return false;
-                }
+                Err(e) => return Err(ControllerError::Disk(e)),
             },
             None => None,
         };
@@ -98,31 +95,24 @@ impl Controller {
         self.hung = false;
         self.hang_at = self.cfg.faults.hang_for(cycle).map(|after| self.clock.now() + after);
         super::arm(&mut self.hang_timer, self.hang_at, self.clock.now());
-        match Vm::build(&self.kvm, &vm_cfg, pp) {
-            Ok(vm) => {
-                if self.lifecycle.run_state() == RunState::Paused {
-                    vm.pause();
-                }
-                self.vm = Some(vm);
-                true
-            }
-            Err(e) => {
-                log::error!("cannot build the VM: {e}");
-                false
-            }
+        let vm = Vm::build(&self.kvm, &vm_cfg, pp)?;
+        if self.lifecycle.run_state() == RunState::Paused {
+            vm.pause();
         }
+        self.vm = Some(vm);
+        Ok(())
     }
 
-    pub(super) fn power_on(&mut self) {
+    /// Builds and starts the first VM. An error here is the host's (a bad
+    /// image, no memory): nothing has booted, so no event is emitted.
+    pub(super) fn power_on(&mut self) -> Result<(), ControllerError> {
         if self.started {
-            return;
+            return Ok(());
         }
         self.started = true;
-        if self.build(1, false) {
-            self.input(Input::Boot { cause: Cause::PowerOn });
-        } else {
-            self.fail(exit_code::HOST_ERROR);
-        }
+        self.build(1, false)?;
+        self.input(Input::Boot { cause: Cause::PowerOn });
+        Ok(())
     }
 
     /// Stops the VM; returns the watchdog's timeout flag.
@@ -150,7 +140,8 @@ impl Controller {
         }
         // RESET ends this cycle and BOOT starts the next; then the new VM.
         self.input(Input::Reset { cause });
-        if !self.build(self.lifecycle.cycle(), flag) {
+        if let Err(e) = self.build(self.lifecycle.cycle(), flag) {
+            log::error!("cannot rebuild the VM after a reset: {e}");
             self.fail(exit_code::HOST_ERROR);
         }
     }

@@ -37,6 +37,10 @@ use crate::vm::{Vm, VmConfig};
 pub enum ControllerError {
     #[error("cannot create a main-loop timer or eventfd: {0}")]
     Timer(std::io::Error),
+    #[error(transparent)]
+    Build(#[from] crate::vm::VmError),
+    #[error(transparent)]
+    Disk(#[from] crate::rootdisk::RootDiskError),
 }
 
 pub struct ControllerConfig {
@@ -126,10 +130,11 @@ impl Controller {
     }
 
     /// Powers the VM on, unless it is to wait for `cont`.
-    pub fn start(&mut self) {
-        if !self.cfg.start_paused {
-            self.power_on();
+    pub fn start(&mut self) -> Result<(), ControllerError> {
+        if self.cfg.start_paused {
+            return Ok(());
         }
+        self.power_on()
     }
 
     /// `Some(status)` once the VMM should exit.

@@ -42,10 +42,14 @@ impl Controller {
                 self.pause(Cause::Qmp);
                 Ok(json!({}))
             }
-            QmpCommand::Cont if !self.started => {
-                self.power_on();
-                Ok(json!({}))
-            }
+            QmpCommand::Cont if !self.started => match self.power_on() {
+                Ok(()) => Ok(json!({})),
+                Err(e) => {
+                    log::error!("{e}");
+                    self.fail(crate::exit_code::HOST_ERROR);
+                    Err(QmpError::generic(format!("cannot start the VM: {e}")))
+                }
+            },
             QmpCommand::Cont => {
                 self.resume(Cause::Qmp);
                 Ok(json!({}))

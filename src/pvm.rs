@@ -92,7 +92,7 @@ pub fn handle_emulation_failure(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Result<
     let Some(what) = what else {
         return Err(PvmError::Unhandled { rip: regs.rip, bytes: hex(&bytes) });
     };
-    regs.rip += 1;
+    regs.rip = regs.rip.wrapping_add(1);
     vcpu.set_regs(&regs).map_err(|e| PvmError::Inspect(e.to_string()))?;
     if let Emulated::SkipAndRaise(vector) = what {
         let mut ev = vcpu.get_vcpu_events().map_err(|e| PvmError::Inspect(e.to_string()))?;

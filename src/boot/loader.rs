@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::layout;
 
@@ -105,6 +105,11 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, L
     // note) points: a vCPU started there would fault with no RAM to run.
     if !mem.address_in_range(GuestAddress(k.entry)) {
         return Err(LoaderError::EntryOutsideMemory { path: path.into(), entry: k.entry });
+    }
+    // Nor does it check p_memsz (the BSS) beyond p_filesz: the kernel would
+    // zero memory that is not there, and the initrd would be refused.
+    if k.kernel_end > mem.last_addr().raw_value().saturating_add(1) {
+        return Err(LoaderError::KernelTooBig(path.into()));
     }
     Ok(k)
 }
@@ -291,6 +296,22 @@ mod tests {
             load_kernel(&m, &p),
             Err(LoaderError::EntryOutsideMemory { entry: 0x4000_0000, .. })
         ));
+    }
+
+    /// Found by the `loader` fuzz target: a segment with one byte of file
+    /// data and a memsz far past guest memory used to load, with a
+    /// kernel_end of 0x7f00000000200001.
+    #[test]
+    fn segment_memsz_past_guest_memory_is_too_big() {
+        let m = mem(16 << 20);
+        let mut elf = tiny_elf(0x20_0000, &[0xf4], None);
+        elf[64 + 40..64 + 48].copy_from_slice(&0x7f00_0000_0000_0001u64.to_le_bytes()); // p_memsz
+        let p = temp("huge-bss.elf", &elf);
+        assert!(
+            matches!(load_kernel(&m, &p), Err(LoaderError::KernelTooBig(_))),
+            "{:?}",
+            load_kernel(&m, &p)
+        );
     }
 
     #[test]

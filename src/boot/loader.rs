@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::layout;
 
@@ -31,6 +31,8 @@ pub enum LoaderError {
     Not64Bit(PathBuf),
     #[error("kernel image {0} does not fit in guest memory")]
     KernelTooBig(PathBuf),
+    #[error("kernel image {path} has its entry point {entry:#x} outside guest memory")]
+    EntryOutsideMemory { path: PathBuf, entry: u64 },
     #[error("cannot open initrd {0}: {1}")]
     OpenInitrd(PathBuf, #[source] std::io::Error),
     #[error("initrd {path} ({size} bytes) does not fit in guest memory above the kernel")]
@@ -95,10 +97,21 @@ fn sniff(path: &Path, f: &mut File) -> Result<Format, LoaderError> {
 
 pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, LoaderError> {
     let mut f = File::open(path).map_err(|e| LoaderError::OpenKernel(path.into(), e))?;
-    match sniff(path, &mut f)? {
+    let k = match sniff(path, &mut f)? {
         Format::Elf => load_elf(mem, path, &mut f),
         Format::BzImage => load_bzimage(mem, path, &mut f),
+    }?;
+    // linux-loader checks where segments go, not where e_entry (or a PVH
+    // note) points: a vCPU started there would fault with no RAM to run.
+    if !mem.address_in_range(GuestAddress(k.entry)) {
+        return Err(LoaderError::EntryOutsideMemory { path: path.into(), entry: k.entry });
     }
+    // Nor does it check p_memsz (the BSS) beyond p_filesz: the kernel would
+    // zero memory that is not there, and the initrd would be refused.
+    if k.kernel_end > mem.last_addr().raw_value().saturating_add(1) {
+        return Err(LoaderError::KernelTooBig(path.into()));
+    }
+    Ok(k)
 }
 
 fn is_memory_error(e: &linux_loader::loader::Error) -> bool {
@@ -266,6 +279,39 @@ mod tests {
         bz[0x202..0x206].copy_from_slice(b"HdrS");
         let b = temp("bad.bz", &bz);
         assert!(matches!(load_kernel(&m, &b), Err(LoaderError::BadBzImage { .. })));
+    }
+
+    /// Found by the `loader` fuzz target: an ELF whose e_entry (or PVH
+    /// note) points outside guest memory used to load "successfully".
+    #[test]
+    fn entry_point_outside_guest_memory_is_an_error() {
+        let m = mem(16 << 20);
+        let mut elf = tiny_elf(0x20_0000, &[0xf4], None);
+        elf[24..32].copy_from_slice(&0xffdf_fffeu64.to_le_bytes()); // e_entry
+        let p = temp("far-entry.elf", &elf);
+        let e = load_kernel(&m, &p).unwrap_err();
+        assert!(matches!(e, LoaderError::EntryOutsideMemory { entry: 0xffdf_fffe, .. }), "{e:?}");
+        let p = temp("far-pvh.elf", &tiny_elf(0x20_0000, &[0xf4], Some(0x4000_0000)));
+        assert!(matches!(
+            load_kernel(&m, &p),
+            Err(LoaderError::EntryOutsideMemory { entry: 0x4000_0000, .. })
+        ));
+    }
+
+    /// Found by the `loader` fuzz target: a segment with one byte of file
+    /// data and a memsz far past guest memory used to load, with a
+    /// kernel_end of 0x7f00000000200001.
+    #[test]
+    fn segment_memsz_past_guest_memory_is_too_big() {
+        let m = mem(16 << 20);
+        let mut elf = tiny_elf(0x20_0000, &[0xf4], None);
+        elf[64 + 40..64 + 48].copy_from_slice(&0x7f00_0000_0000_0001u64.to_le_bytes()); // p_memsz
+        let p = temp("huge-bss.elf", &elf);
+        assert!(
+            matches!(load_kernel(&m, &p), Err(LoaderError::KernelTooBig(_))),
+            "{:?}",
+            load_kernel(&m, &p)
+        );
     }
 
     #[test]

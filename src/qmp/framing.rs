@@ -45,7 +45,6 @@ impl Framer {
     }
 
     /// Bytes held for an unfinished message.
-    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.buf.len()
     }
@@ -102,13 +101,17 @@ impl Framer {
                 }
             }
             self.buf.push(b);
-            if !self.garbage && self.depth == 0 {
-                self.finish(out);
-            } else if self.buf.len() > MAX_MESSAGE {
+            let ended = !self.garbage && self.depth == 0;
+            // The limit is checked before a message ends, too: its closing
+            // bracket may be the byte that takes it over.
+            if self.buf.len() > MAX_MESSAGE {
                 out.push(Frame::TooLong);
                 self.reset();
-                // Resynchronise at the next newline, unless this byte was it.
-                self.discarding = b != b'\n';
+                // Resynchronise at the next newline, unless this byte was it
+                // or ended the message.
+                self.discarding = !ended && b != b'\n';
+            } else if ended {
+                self.finish(out);
             }
         }
     }
@@ -180,6 +183,29 @@ mod tests {
         assert_eq!(f.pending(), 0, "memory is bounded");
         f.push(b"aaaa\"}{\"still\":\"discarded\"}\n{\"execute\":\"stop\"}", &mut out);
         assert_eq!(out, [Frame::TooLong, msg(r#"{"execute":"stop"}"#)]);
+    }
+
+    /// A message whose closing bracket is byte MAX_MESSAGE + 1 used to get
+    /// through whole (the length was checked only while it was still open).
+    #[test]
+    fn message_one_byte_over_the_limit_is_too_long() {
+        let mut f = Framer::new();
+        let mut out = Vec::new();
+        let mut big = vec![b'['; 1];
+        big.resize(MAX_MESSAGE, b' ');
+        big.push(b']');
+        assert_eq!(big.len(), MAX_MESSAGE + 1);
+        f.push(&big, &mut out);
+        // It ended, so nothing after it is discarded.
+        f.push(b"{\"execute\":\"stop\"}", &mut out);
+        assert_eq!(out, [Frame::TooLong, msg(r#"{"execute":"stop"}"#)]);
+        // Exactly MAX_MESSAGE bytes is fine.
+        out.clear();
+        let mut ok = vec![b'['; 1];
+        ok.resize(MAX_MESSAGE - 1, b' ');
+        ok.push(b']');
+        f.push(&ok, &mut out);
+        assert_eq!(out, [Frame::Message(ok)]);
     }
 
     #[test]

@@ -39,6 +39,51 @@ pub use framing::MAX_MESSAGE;
 pub use protocol::{greeting, query_status_reply, version, ErrorClass, QmpCommand, QmpError, COMMANDS};
 pub use server::{QmpServer, VmControl, MAX_CLIENTS};
 
+/// The server's pure input path, for the fuzz targets in `tests/fuzz`.
+/// Not an API: it exists so the fuzzer exercises the code the server runs.
+#[doc(hidden)]
+pub mod fuzz_api {
+    use serde_json::Value;
+
+    use super::framing::{self, Frame};
+    use super::server::respond;
+    use super::{QmpCommand, QmpError};
+
+    /// Splits a client's byte stream into messages as the server does.
+    #[derive(Debug, Default)]
+    pub struct Framer(framing::Framer);
+
+    impl Framer {
+        /// Feeds bytes; returns one item per frame completed: `Some(message)`
+        /// or `None` for a message dropped for being too long.
+        pub fn push(&mut self, bytes: &[u8]) -> Vec<Option<Vec<u8>>> {
+            let mut out = Vec::new();
+            self.0.push(bytes, &mut out);
+            out.into_iter()
+                .map(|f| match f {
+                    Frame::Message(m) => Some(m),
+                    Frame::TooLong => None,
+                })
+                .collect()
+        }
+
+        /// Bytes held for an unfinished message.
+        pub fn pending(&self) -> usize {
+            self.0.pending()
+        }
+    }
+
+    /// The server's reply to one frame (`None`: too long) and whether it
+    /// completed capabilities negotiation.
+    pub fn respond_to(
+        frame: Option<Vec<u8>>,
+        negotiated: bool,
+        execute: &mut dyn FnMut(QmpCommand) -> Result<Value, QmpError>,
+    ) -> (Value, bool) {
+        respond(frame.map_or(Frame::TooLong, Frame::Message), negotiated, execute)
+    }
+}
+
 /// Errors setting up the QMP server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

@@ -74,6 +74,50 @@ impl<C> std::fmt::Debug for QmpServer<C> {
     }
 }
 
+/// The reply to one frame from a client that has (or has not yet)
+/// negotiated capabilities, and whether this frame completed the
+/// negotiation. Every frame gets exactly one reply: a `return` or an
+/// `error`. `execute` carries out VM commands.
+pub(crate) fn respond(
+    frame: Frame,
+    negotiated: bool,
+    execute: &mut dyn FnMut(QmpCommand) -> Result<Value, QmpError>,
+) -> (Value, bool) {
+    let bytes = match frame {
+        Frame::TooLong => {
+            let e = QmpError::generic(format!(
+                "QMP message longer than {MAX_MESSAGE} bytes; discarded up to the next newline"
+            ));
+            return (reply(None, Err(e)), false);
+        }
+        Frame::Message(bytes) => bytes,
+    };
+    let (id, envelope) = parse_envelope(&bytes);
+    let mut now_negotiated = false;
+    let result = envelope.and_then(|env| {
+        // As in QEMU: before negotiation every other command, known or
+        // not, gets the same hint.
+        if !negotiated && env.name != "qmp_capabilities" {
+            return Err(QmpError::command_not_found(
+                "Expecting capabilities negotiation with 'qmp_capabilities'",
+            ));
+        }
+        match parse_request(env)? {
+            Request::Capabilities if negotiated => Err(QmpError::command_not_found(
+                "Capabilities negotiation is already complete, command ignored",
+            )),
+            Request::Capabilities => {
+                now_negotiated = true;
+                Ok(json!({}))
+            }
+            Request::QueryCommands => Ok(query_commands_reply()),
+            Request::QueryVersion => Ok(version()),
+            Request::Vm(cmd) => execute(cmd),
+        }
+    });
+    (reply(id, result), now_negotiated)
+}
+
 impl<C: VmControl> QmpServer<C> {
     /// Creates the socket at `path` (owner-only, refusing an existing path)
     /// and listens. Clients are served once the server is added to an
@@ -198,41 +242,11 @@ impl<C: VmControl> QmpServer<C> {
     }
 
     fn answer(&mut self, token: u32, frame: Frame) {
-        let bytes = match frame {
-            Frame::TooLong => {
-                let e = QmpError::generic(format!(
-                    "QMP message longer than {MAX_MESSAGE} bytes; discarded up to the next newline"
-                ));
-                return self.shared.queue(token, &wire(&reply(None, Err(e))));
-            }
-            Frame::Message(bytes) => bytes,
-        };
-        let (id, envelope) = parse_envelope(&bytes);
         let negotiated = self.shared.is_negotiated(token);
-        let mut now_negotiated = false;
-        let result = envelope.and_then(|env| {
-            // As in QEMU: before negotiation every other command, known or
-            // not, gets the same hint.
-            if !negotiated && env.name != "qmp_capabilities" {
-                return Err(QmpError::command_not_found(
-                    "Expecting capabilities negotiation with 'qmp_capabilities'",
-                ));
-            }
-            match parse_request(env)? {
-                Request::Capabilities if negotiated => Err(QmpError::command_not_found(
-                    "Capabilities negotiation is already complete, command ignored",
-                )),
-                Request::Capabilities => {
-                    now_negotiated = true;
-                    Ok(json!({}))
-                }
-                Request::QueryCommands => Ok(query_commands_reply()),
-                Request::QueryVersion => Ok(version()),
-                // No lock of ours is held here (see clients.rs).
-                Request::Vm(cmd) => self.control.execute(cmd),
-            }
-        });
-        let line = wire(&reply(id, result));
+        // No lock of ours is held while the command runs (see clients.rs).
+        let control = &mut self.control;
+        let (response, now_negotiated) = respond(frame, negotiated, &mut |cmd| control.execute(cmd));
+        let line = wire(&response);
         if now_negotiated {
             // Reply and flag together, so no event can slip in before the
             // reply: clients (qemu.qmp among them) expect it next.

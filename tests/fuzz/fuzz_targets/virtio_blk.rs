@@ -1,0 +1,255 @@
+//! virtio-blk over 64 KiB of guest memory filled from the input, with a
+//! 16-sector temp-file disk. The driver init is done properly (reset,
+//! ACKNOWLEDGE, DRIVER, features, queue 0 from the input's addresses and
+//! size, DRIVER_OK); then the input's operations run: notifications,
+//! guest-memory rewrites (descriptor tables, rings, headers), arbitrary BAR
+//! and config accesses, system resets with a fresh init.
+//!
+//! Invariants:
+//! - the disk file's size never changes, and a read-only disk's content
+//!   never changes;
+//! - every chain the device takes is completed or dropped: per
+//!   notification, the requests counted grow by at least the used entries
+//!   added, at most one ring's worth of entries is added, each used entry
+//!   names a descriptor inside the ring and says no more than the data a
+//!   request can move plus its status byte;
+//! - nothing hangs (looping chains end: libFuzzer's -timeout catches it).
+#![no_main]
+
+use std::fs::OpenOptions;
+use std::sync::Arc;
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::tempfile::TempFile;
+
+use kennel_devices::pci::PciDevice;
+use kennel_devices::virtio_blk::regs::*;
+use kennel_devices::virtio_blk::{BlkCounters, BlkParams, BlockFaults, BlockOp, FaultDecision, VirtioBlk};
+
+const MEM: usize = 64 << 10;
+const DISK: u64 = 16 * 512;
+const BAR: u32 = 0xE000_0000;
+
+/// Injects an error or a zero delay for some requests (never a real sleep).
+struct Faults(u8);
+impl BlockFaults for Faults {
+    fn decide(&self, op: BlockOp, sector: u64, _: u64) -> FaultDecision {
+        match (self.0 >> (op as u8 * 2)) & 3 {
+            1 if sector % 2 == 0 => FaultDecision::IoError,
+            2 => FaultDecision::Delay(std::time::Duration::ZERO),
+            _ => FaultDecision::Proceed,
+        }
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Notify,
+    /// A notification of an absent queue, or of the wrong width.
+    BadNotify {
+        value: u32,
+        width: u8,
+    },
+    Poke {
+        addr: u16,
+        bytes: Vec<u8>,
+    },
+    /// Make the chain at `head` available and bump the avail index.
+    Push {
+        head: u16,
+    },
+    SetAvailIdx(u16),
+    BarWrite {
+        offset: u16,
+        width: u8,
+        value: u64,
+    },
+    BarRead {
+        offset: u16,
+        width: u8,
+    },
+    CfgWrite {
+        offset: u8,
+        width: u8,
+        value: u32,
+    },
+    SystemReset,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    readonly: bool,
+    faults: u8,
+    /// log2 of the queue size (0..=8 valid; larger is refused by the device).
+    size_log2: u8,
+    desc: u16,
+    avail: u16,
+    used: u16,
+    features: u64,
+    memory: Vec<u8>,
+    ops: Vec<Op>,
+}
+
+fn width(w: u8) -> usize {
+    [1, 2, 4, 8, 1, 2, 4, 8, 3, 0][usize::from(w % 10)]
+}
+
+struct Rig {
+    dev: VirtioBlk,
+    mem: Arc<GuestMemoryMmap>,
+    qsize: u16,
+    avail: u64,
+    used: u64,
+    avail_idx: u16,
+    used_seen: u16,
+}
+
+impl Rig {
+    fn bar_w(&mut self, off: u64, len: usize, v: u64) {
+        self.dev.bar_write(0, off, &v.to_le_bytes()[..len]);
+    }
+
+    fn bar_r(&mut self, off: u64, len: usize) -> u64 {
+        let mut b = [0u8; 8];
+        self.dev.bar_read(0, off, &mut b[..len]);
+        u64::from_le_bytes(b)
+    }
+
+    fn add_status(&mut self, s: u8) {
+        let old = self.bar_r(DEVICE_STATUS, 1);
+        self.bar_w(DEVICE_STATUS, 1, old | u64::from(s));
+    }
+
+    /// What Linux does at probe, with the input's queue parameters.
+    fn init(&mut self, inp: &Input) {
+        // pci_enable_device + pci_set_master
+        self.dev.config_write(0x04, &[0x06, 0x00]);
+        self.bar_w(DEVICE_STATUS, 1, 0);
+        self.add_status(S_ACKNOWLEDGE);
+        self.add_status(S_DRIVER);
+        self.bar_w(DEVICE_FEATURE_SELECT, 4, 0);
+        let lo = self.bar_r(DEVICE_FEATURE, 4);
+        self.bar_w(DEVICE_FEATURE_SELECT, 4, 1);
+        let hi = self.bar_r(DEVICE_FEATURE, 4);
+        let f = (hi << 32 | lo) & (inp.features | F_VERSION_1);
+        self.bar_w(DRIVER_FEATURE_SELECT, 4, 0);
+        self.bar_w(DRIVER_FEATURE, 4, f & 0xFFFF_FFFF);
+        self.bar_w(DRIVER_FEATURE_SELECT, 4, 1);
+        self.bar_w(DRIVER_FEATURE, 4, f >> 32);
+        self.add_status(S_FEATURES_OK);
+        self.bar_w(QUEUE_SELECT, 2, 0);
+        let size = 1u64 << (inp.size_log2 % 10).min(15);
+        self.bar_w(QUEUE_SIZE, 2, size);
+        self.bar_w(QUEUE_DESC, 8, u64::from(inp.desc));
+        self.bar_w(QUEUE_DRIVER, 4, u64::from(inp.avail));
+        self.bar_w(QUEUE_DRIVER + 4, 4, 0);
+        self.bar_w(QUEUE_DEVICE, 8, u64::from(inp.used));
+        self.bar_w(QUEUE_ENABLE, 2, 1);
+        self.add_status(S_DRIVER_OK);
+        self.qsize = size as u16;
+        self.avail = u64::from(inp.avail);
+        self.used = u64::from(inp.used);
+        self.avail_idx = self.mem.read_obj(GuestAddress(self.avail + 2)).unwrap_or(0);
+        self.used_seen = self.mem.read_obj(GuestAddress(self.used + 2)).unwrap_or(0);
+    }
+}
+
+fn total(c: &BlkCounters) -> u64 {
+    c.reads + c.writes + c.flushes + c.get_ids + c.errors + c.unsupported + c.dropped
+}
+
+fuzz_target!(|inp: Input| {
+    let disk = TempFile::new().unwrap();
+    let content: Vec<u8> = (0..DISK).map(|i| (i * 7 + i / 512) as u8).collect();
+    std::fs::write(disk.as_path(), &content).unwrap();
+    let file = OpenOptions::new().read(true).write(!inp.readonly).open(disk.as_path()).unwrap();
+    let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap());
+    let n = inp.memory.len().min(MEM);
+    mem.write_slice(&inp.memory[..n], GuestAddress(0)).unwrap();
+    let dev = VirtioBlk::new(BlkParams {
+        disk: file,
+        readonly: inp.readonly,
+        bar0_addr: BAR,
+        irq_line: 11,
+        irq: None,
+        mem: mem.clone(),
+        faults: Arc::new(Faults(inp.faults)),
+    })
+    .unwrap();
+    let mut rig = Rig { dev, mem, qsize: 1, avail: 0, used: 0, avail_idx: 0, used_seen: 0 };
+    rig.init(&inp);
+
+    for op in inp.ops.iter().take(64) {
+        let before = rig.dev.counters();
+        let used_before: u16 = rig.mem.read_obj(GuestAddress(rig.used + 2)).unwrap_or(0);
+        let mut notified = false;
+        match op {
+            Op::Notify => {
+                rig.bar_w(NOTIFY_OFFSET, 2, 0);
+                notified = true;
+            }
+            Op::BadNotify { value, width: w } => {
+                rig.bar_w(NOTIFY_OFFSET + u64::from(*value >> 16) % 8, width(*w), u64::from(*value));
+                notified = true;
+            }
+            Op::Poke { addr, bytes } => {
+                let a = u64::from(*addr);
+                let n = bytes.len().min(MEM - a as usize);
+                rig.mem.write_slice(&bytes[..n], GuestAddress(a)).unwrap();
+            }
+            Op::Push { head } => {
+                let slot = rig.avail + 4 + 2 * u64::from(rig.avail_idx % rig.qsize.max(1));
+                let _ = rig.mem.write_obj(*head, GuestAddress(slot));
+                rig.avail_idx = rig.avail_idx.wrapping_add(1);
+                let _ = rig.mem.write_obj(rig.avail_idx, GuestAddress(rig.avail + 2));
+            }
+            Op::SetAvailIdx(i) => {
+                rig.avail_idx = *i;
+                let _ = rig.mem.write_obj(*i, GuestAddress(rig.avail + 2));
+            }
+            Op::BarWrite { offset, width: w, value } => {
+                rig.bar_w(u64::from(*offset) % 0x4100, width(*w), *value);
+                notified = true;
+            }
+            Op::BarRead { offset, width: w } => {
+                rig.bar_r(u64::from(*offset) % 0x4100, width(*w));
+            }
+            Op::CfgWrite { offset, width: w, value } => {
+                let b = u64::from(*value).to_le_bytes();
+                rig.dev.config_write(u16::from(*offset), &b[..width(*w).min(4)]);
+            }
+            Op::SystemReset => {
+                rig.dev.reset();
+                rig.init(&inp);
+            }
+        }
+        let after = rig.dev.counters();
+        let used_after: u16 = rig.mem.read_obj(GuestAddress(rig.used + 2)).unwrap_or(0);
+        if notified {
+            let added = used_after.wrapping_sub(used_before);
+            assert!(added <= rig.qsize, "{added} used entries from one notification (ring of {})", rig.qsize);
+            let requests = total(&after) - total(&before);
+            assert!(requests >= u64::from(added), "{added} used entries for {requests} requests");
+            // A chain that went unanswered (no used entry) was counted as dropped.
+            assert!(after.dropped - before.dropped >= requests - u64::from(added));
+            for k in 0..added {
+                let slot = used_before.wrapping_add(k) % rig.qsize;
+                let at = rig.used + 4 + 8 * u64::from(slot);
+                let id: u32 = rig.mem.read_obj(GuestAddress(at)).unwrap();
+                let len: u32 = rig.mem.read_obj(GuestAddress(at + 4)).unwrap();
+                assert!(id < u32::from(rig.qsize), "used id {id} outside a ring of {}", rig.qsize);
+                assert!(u64::from(len) <= DISK + 1, "used length {len} for a {DISK}-byte disk");
+            }
+        } else {
+            assert_eq!(total(&after), total(&before), "requests ran without a notification");
+        }
+        rig.used_seen = used_after;
+        let meta = std::fs::metadata(disk.as_path()).unwrap();
+        assert_eq!(meta.len(), DISK, "the disk changed size");
+    }
+    if inp.readonly {
+        assert!(std::fs::read(disk.as_path()).unwrap() == content, "a read-only disk was written");
+    }
+});

@@ -16,6 +16,7 @@ use crate::lifecycle;
 use crate::pvm;
 use crate::qmp::QmpServer;
 use crate::rootdisk::RootDisk;
+use crate::seccomp::{self, ThreadKind};
 use crate::signals::StopSignals;
 use crate::terminal::RawMode;
 use crate::vcpu::{self, VcpuError};
@@ -40,6 +41,8 @@ pub enum RunError {
     Faults(#[from] crate::faults::FaultError),
     #[error(transparent)]
     RootDisk(#[from] crate::rootdisk::RootDiskError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("cannot start the event loop: {0:?}")]
     EventLoop(event_manager::Error),
     #[error("kernel image {0} does not exist")]
@@ -102,6 +105,10 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
             mem_bytes: args.memory << 20,
             vcpus: args.vcpus,
             pvm,
+            vcpu_seccomp: match args.no_seccomp {
+                false => Some(seccomp::program(ThreadKind::Vcpu)?),
+                true => None,
+            },
         },
         rootfs,
         faults,
@@ -123,6 +130,13 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     }
     em.add_subscriber(controller.clone());
     let _raw = RawMode::enter();
+    // Everything that creates files or sockets has run; from here on the
+    // main thread only needs its loop and what a VM rebuild takes.
+    if !args.no_seccomp {
+        seccomp::install(ThreadKind::Main, &seccomp::program(ThreadKind::Main)?)?;
+    } else {
+        log::warn!("--no-seccomp: kennel's threads run without seccomp filters");
+    }
     lock(&controller).start();
     loop {
         if let Some(code) = lock(&controller).exit_status() {

@@ -59,6 +59,8 @@ pub struct VmConfig {
     pub mem_bytes: u64,
     pub vcpus: u8,
     pub pvm: bool,
+    /// The filter each vCPU thread installs first; None with --no-seccomp.
+    pub vcpu_seccomp: Option<crate::seccomp::Program>,
 }
 
 pub struct Vm {
@@ -137,6 +139,7 @@ impl Vm {
                 mem: vm.mem.clone(),
                 pvm: cfg.pvm,
                 generation: vm.platform.generation,
+                seccomp: cfg.vcpu_seccomp.clone(),
             };
             vm.threads.push(vcpu::spawn(v, ctx)?);
         }

@@ -112,7 +112,8 @@ struct ResetToMainLoop {
 }
 impl ResetRequest for ResetToMainLoop {
     fn request_reset(&self) {
-        self.requests.send(VmRequest::GuestReset { source: ResetSource::Keyboard, generation: self.generation });
+        self.requests
+            .send(VmRequest::GuestReset { source: ResetSource::Keyboard, generation: self.generation });
     }
 }
 
@@ -140,7 +141,10 @@ pub fn build(
     let serial = Arc::new(Mutex::new(Serial::new(Arc::new(IrqFd(irq)), p.console)));
     buses.pio.insert(serial.clone(), SERIAL_PORT, 8)?;
 
-    let i8042 = Arc::new(Mutex::new(I8042::new(Arc::new(ResetToMainLoop { requests: p.requests.clone(), generation: p.generation }))));
+    let i8042 = Arc::new(Mutex::new(I8042::new(Arc::new(ResetToMainLoop {
+        requests: p.requests.clone(),
+        generation: p.generation,
+    }))));
     buses.pio.insert(i8042, I8042_PORT, 5)?;
 
     let esb = Arc::new(Mutex::new(I6300Esb::new(EsbParams {

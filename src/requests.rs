@@ -20,10 +20,19 @@ use crate::exits::ResetSource;
 #[derive(Debug)]
 pub enum VmRequest {
     /// The guest reset itself (keyboard controller, triple fault, KVM event).
-    GuestReset { source: ResetSource, generation: u64 },
-    GuestPowerOff { generation: u64 },
+    GuestReset {
+        source: ResetSource,
+        generation: u64,
+    },
+    GuestPowerOff {
+        generation: u64,
+    },
     /// A vCPU cannot go on; the VM must stop with an error.
-    Fatal { vcpu: u8, message: String, generation: u64 },
+    Fatal {
+        vcpu: u8,
+        message: String,
+        generation: u64,
+    },
     /// A fault was injected; `data` is the FAULT_INJECTED event's data.
     FaultInjected {
         data: serde_json::Value,

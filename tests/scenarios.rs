@@ -93,7 +93,11 @@ fn scenario_healthy() {
         return;
     }
     let r = run("healthy");
-    check("healthy", &r, &[ev("BOOT", 1, "power-on"), ev("WATCHDOG_ARMED", 1, ""), ev("WATCHDOG_FIRST_FEED", 1, "")]);
+    check(
+        "healthy",
+        &r,
+        &[ev("BOOT", 1, "power-on"), ev("WATCHDOG_ARMED", 1, ""), ev("WATCHDOG_FIRST_FEED", 1, "")],
+    );
     assert!(!r.events.iter().any(|e| e.0 == "WATCHDOG" || e.0 == "BOOT_DEADLINE_MISSED"), "{:?}", r.events);
     assert!(r.console.contains("EXT4-fs (vda): mounted filesystem"), "root disk not mounted");
     assert!(r.console.contains("Run /sbin/kennel-spin as init process"));
@@ -121,7 +125,10 @@ fn scenario_hang_then_recover() {
             ev("WATCHDOG_FIRST_FEED", 2, ""),
         ],
     );
-    assert!(r.console.contains("kennel_feeder: bootstatus=0x20 (card reset)"), "cycle 2 missed the card reset");
+    assert!(
+        r.console.contains("kennel_feeder: bootstatus=0x20 (card reset)"),
+        "cycle 2 missed the card reset"
+    );
 }
 
 #[test]
@@ -176,7 +183,10 @@ fn scenario_panic_loop() {
         ],
     );
     assert!(!r.events.iter().any(|e| e.0 == "WATCHDOG_FIRST_FEED" && e.1 >= 2), "{:?}", r.events);
-    assert!(r.console.contains("Kernel panic - not syncing: VFS: Unable to mount root fs"), "no panic on the console");
+    assert!(
+        r.console.contains("Kernel panic - not syncing: VFS: Unable to mount root fs"),
+        "no panic on the console"
+    );
 }
 
 #[test]

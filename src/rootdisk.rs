@@ -87,8 +87,11 @@ mod tests {
         let a = RootDisk::open(&p, false).unwrap();
         assert!(matches!(RootDisk::open(&p, false), Err(RootDiskError::Locked(_))));
         assert!(matches!(RootDisk::open(&p, true), Err(RootDiskError::Locked(_))));
-        let _h = a.handle().unwrap();
+        // A VM's handle shares the open file, so it keeps the lock.
+        let h = a.handle().unwrap();
         drop(a);
+        assert!(matches!(RootDisk::open(&p, false), Err(RootDiskError::Locked(_))));
+        drop(h);
         RootDisk::open(&p, false).unwrap();
     }
 

@@ -113,6 +113,11 @@ pub struct RunArgs {
     /// so a monitor sees the very first BOOT. Needs --qmp.
     #[arg(long, requires = "qmp")]
     pub start_paused: bool,
+
+    /// Do not confine kennel's threads with seccomp filters (README,
+    /// "Threat model"); for debugging with tools that need more calls.
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

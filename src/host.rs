@@ -15,6 +15,30 @@ pub enum HostError {
     ApiVersion(i32),
     #[error("this KVM lacks a capability kennel needs: {0}")]
     MissingCap(&'static str),
+    #[error("--memory {want} MiB is more than this host has ({have} MiB, MemTotal in /proc/meminfo)")]
+    MemoryTooBig { want: u64, have: u64 },
+}
+
+/// Refuses guest memory the host cannot back at all. Guest RAM is mapped
+/// lazily, so a huge `--memory` would "work" until the guest touches it and
+/// the OOM killer takes kennel (losing the final events); better to say so
+/// up front. MemTotal, not MemAvailable: memory in use now may be freed.
+pub fn check_memory(want_mib: u64) -> Result<(), HostError> {
+    let Some(have_mib) = mem_total_mib() else {
+        log::warn!("cannot read MemTotal from /proc/meminfo; not checking --memory against it");
+        return Ok(());
+    };
+    if want_mib > have_mib {
+        return Err(HostError::MemoryTooBig { want: want_mib, have: have_mib });
+    }
+    Ok(())
+}
+
+fn mem_total_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib >> 10)
 }
 
 pub fn open_kvm() -> Result<Kvm, HostError> {

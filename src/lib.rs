@@ -20,6 +20,7 @@ pub mod qmp;
 pub mod requests;
 pub mod rootdisk;
 pub mod run;
+pub mod seccomp;
 pub mod signals;
 pub mod terminal;
 pub mod timeline;

@@ -43,8 +43,14 @@ impl RootDisk {
             _ if e.raw_os_error() == Some(libc::EROFS) => RootDiskError::NotWritable(p()),
             _ => RootDiskError::Open(p(), e),
         })?;
-        if !file.metadata().map_err(|e| RootDiskError::Open(p(), e))?.is_file() {
+        let meta = file.metadata().map_err(|e| RootDiskError::Open(p(), e))?;
+        if !meta.is_file() {
             return Err(RootDiskError::NotAFile(p()));
+        }
+        // root opens a mode-0444 file for writing without complaint; the
+        // mode still says the owner wants it left alone.
+        if !readonly && meta.permissions().readonly() {
+            return Err(RootDiskError::NotWritable(p()));
         }
         let op = if readonly { libc::LOCK_SH } else { libc::LOCK_EX };
         // SAFETY: flock on an fd we own; the result is checked.
@@ -81,11 +87,10 @@ mod tests {
         let a = RootDisk::open(&p, false).unwrap();
         assert!(matches!(RootDisk::open(&p, false), Err(RootDiskError::Locked(_))));
         assert!(matches!(RootDisk::open(&p, true), Err(RootDiskError::Locked(_))));
-        // A VM's duplicate handle keeps the lock on its own...
+        // A VM's handle shares the open file, so it keeps the lock.
         let h = a.handle().unwrap();
         drop(a);
         assert!(matches!(RootDisk::open(&p, false), Err(RootDiskError::Locked(_))));
-        // ...and closing the last one releases it.
         drop(h);
         RootDisk::open(&p, false).unwrap();
     }

@@ -1,5 +1,6 @@
 //! `kennel run`: from parsed arguments to a running, supervised VM.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
@@ -16,10 +17,11 @@ use crate::lifecycle;
 use crate::pvm;
 use crate::qmp::QmpServer;
 use crate::rootdisk::RootDisk;
+use crate::seccomp::{self, ThreadKind};
 use crate::signals::StopSignals;
 use crate::terminal::RawMode;
 use crate::vcpu::{self, VcpuError};
-use crate::vm::VmConfig;
+use crate::vm::{self, VmConfig};
 
 /// Errors starting `kennel run`.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,10 @@ pub enum RunError {
     Faults(#[from] crate::faults::FaultError),
     #[error(transparent)]
     RootDisk(#[from] crate::rootdisk::RootDiskError),
+    #[error(transparent)]
+    Vm(#[from] crate::vm::VmError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("cannot start the event loop: {0:?}")]
     EventLoop(event_manager::Error),
     #[error("kernel image {0} does not exist")]
@@ -56,8 +62,9 @@ impl RunError {
 }
 
 pub fn run(args: RunArgs) -> Result<i32, RunError> {
-    // Check what the user gave before touching KVM, so a typo is reported
-    // as a typo even on a host without KVM.
+    // Check everything the user gave before creating any file or socket, so
+    // a mistake leaves nothing behind; and before touching KVM where we can,
+    // so a typo is reported as a typo even on a host without KVM.
     if !args.kernel.exists() {
         return Err(RunError::KernelMissing(args.kernel));
     }
@@ -71,6 +78,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         Some(p) => Some(RootDisk::open(p, args.rootfs_readonly)?),
         None => None,
     };
+    host::check_memory(args.memory)?;
     let kvm = host::open_kvm()?;
     let pvm = pvm::host_is_pvm() && !args.no_pvm_quirks;
     if pvm {
@@ -86,23 +94,26 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
             args.vcpus - 1
         );
     }
+    let vm = VmConfig {
+        kernel: args.kernel,
+        initrd: args.initrd,
+        cmdline: args.cmdline,
+        mem_bytes: args.memory << 20,
+        vcpus: args.vcpus,
+        pvm,
+        vcpu_seccomp: match args.no_seccomp {
+            false => Some(seccomp::program(ThreadKind::Vcpu)?),
+            true => None,
+        },
+    };
+    vm::preflight(&vm)?;
     vcpu::init_kick_signal()?;
     // Before any thread starts, so vCPU threads inherit the blocked mask.
     let signals = StopSignals::install()?;
     let mut hub = EventHub::new();
-    if let Some(p) = &args.events {
-        hub.add_sink(Box::new(JsonLinesSink::open(p)?));
-    }
     hub.add_sink(Box::new(LogSink::new()));
     let cfg = ControllerConfig {
-        vm: VmConfig {
-            kernel: args.kernel,
-            initrd: args.initrd,
-            cmdline: args.cmdline,
-            mem_bytes: args.memory << 20,
-            vcpus: args.vcpus,
-            pvm,
-        },
+        vm,
         rootfs,
         faults,
         no_reboot: args.no_reboot,
@@ -116,18 +127,59 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     let controller = Arc::new(Mutex::new(Controller::new(kvm, cfg, hub, signals)?));
     let mut em: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
         EventManager::new().map_err(RunError::EventLoop)?;
+    // The socket and the events file are made last. On any error from here
+    // on, dropping the server removes the socket and `_events` removes an
+    // events file this run created and never wrote to.
     if let Some(p) = &args.qmp {
         let server = QmpServer::bind(p, ControllerHandle(controller.clone()))?;
         lock(&controller).add_sink(Box::new(server.event_sink()));
         em.add_subscriber(Arc::new(Mutex::new(server)));
     }
+    let _events = match &args.events {
+        Some(p) => {
+            let guard = NewFileGuard::before_creating(p);
+            lock(&controller).add_sink(Box::new(JsonLinesSink::open(p)?));
+            Some(guard)
+        }
+        None => None,
+    };
     em.add_subscriber(controller.clone());
     let _raw = RawMode::enter();
+    // Everything that creates files or sockets has run; from here on the
+    // main thread only needs its loop and what a VM rebuild takes.
+    if args.no_seccomp {
+        log::warn!("--no-seccomp: kennel's threads run without seccomp filters");
+    } else {
+        seccomp::install(ThreadKind::Main, &seccomp::program(ThreadKind::Main)?)?;
+    }
     lock(&controller).start()?;
     loop {
         if let Some(code) = lock(&controller).exit_status() {
             return Ok(code);
         }
         em.run().map_err(RunError::EventLoop)?;
+    }
+}
+
+/// Removes, when dropped, a file that did not exist when it was made and is
+/// still empty: an events file created by a run that failed before its
+/// first event. Never touches a file that was there before.
+struct NewFileGuard {
+    path: Option<PathBuf>,
+}
+
+impl NewFileGuard {
+    fn before_creating(p: &Path) -> Self {
+        Self { path: p.symlink_metadata().is_err().then(|| p.to_path_buf()) }
+    }
+}
+
+impl Drop for NewFileGuard {
+    fn drop(&mut self) {
+        if let Some(p) = &self.path {
+            if std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == 0) {
+                let _ = std::fs::remove_file(p);
+            }
+        }
     }
 }

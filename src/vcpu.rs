@@ -122,12 +122,22 @@ pub struct VcpuContext {
     pub mem: Arc<GuestMemoryMmap>,
     pub pvm: bool,
     pub generation: u64,
+    /// Installed by the thread before its first KVM_RUN.
+    pub seccomp: Option<crate::seccomp::Program>,
 }
 
 pub fn spawn(mut vcpu: VcpuFd, ctx: VcpuContext) -> Result<VcpuThread, VcpuError> {
     let handle = std::thread::Builder::new()
         .name(format!("kennel-vcpu{}", ctx.id))
         .spawn(move || {
+            if let Some(p) = &ctx.seccomp {
+                if let Err(e) = crate::seccomp::install(crate::seccomp::ThreadKind::Vcpu, p) {
+                    // Never run a guest unconfined when confinement was asked for.
+                    let message = e.to_string();
+                    ctx.requests.send(VmRequest::Fatal { vcpu: ctx.id, message, generation: ctx.generation });
+                    return;
+                }
+            }
             KVM_RUN.with(|r| r.set(vcpu.get_kvm_run() as *mut kvm_run));
             run_loop(&mut vcpu, &ctx);
             KVM_RUN.with(|r| r.set(null_mut()));

@@ -59,6 +59,8 @@ pub struct VmConfig {
     pub mem_bytes: u64,
     pub vcpus: u8,
     pub pvm: bool,
+    /// The filter each vCPU thread installs first; None with --no-seccomp.
+    pub vcpu_seccomp: Option<crate::seccomp::Program>,
 }
 
 pub struct Vm {
@@ -78,6 +80,19 @@ const APIC_LVT0: usize = 0x350;
 const APIC_LVT1: usize = 0x360;
 const APIC_MODE_NMI: u32 = 4;
 const APIC_MODE_EXTINT: u32 = 7;
+
+/// Loads the kernel and initrd into a throwaway guest memory of the
+/// configured size, so a bad image or an initrd that does not fit is reported
+/// before kennel creates any file or socket. The mapping is lazy: only the
+/// pages the images land in are touched, and they are freed at once.
+pub fn preflight(cfg: &VmConfig) -> Result<(), VmError> {
+    let mem = guest_memory(cfg.mem_bytes)?;
+    let kernel = loader::load_kernel(&mem, &cfg.kernel)?;
+    if let Some(p) = &cfg.initrd {
+        loader::load_initrd(&mem, cfg.mem_bytes, kernel.kernel_end, p)?;
+    }
+    Ok(())
+}
 
 impl Vm {
     pub fn build(kvm: &Kvm, cfg: &VmConfig, pp: PlatformParams) -> Result<Self, VmError> {
@@ -137,6 +152,7 @@ impl Vm {
                 mem: vm.mem.clone(),
                 pvm: cfg.pvm,
                 generation: vm.platform.generation,
+                seccomp: cfg.vcpu_seccomp.clone(),
             };
             vm.threads.push(vcpu::spawn(v, ctx)?);
         }

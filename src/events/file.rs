@@ -2,6 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{Error, Event, EventSink};
@@ -24,9 +25,12 @@ impl JsonLinesSink {
     /// Opens (creating if needed) `path` for appending.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref().to_path_buf();
+        // Owner-only when created, like the QMP socket: the events describe
+        // the guest and the operator's supervision of it.
         let file = OpenOptions::new()
             .append(true)
             .create(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|source| Error::Open { path: path.display().to_string(), source })?;
         Ok(Self { file, path })

@@ -1,0 +1,330 @@
+#![allow(clippy::unwrap_used, clippy::panic)]
+//! Long runs and hostile peers with the tiny 6300ESB guest: a thousand
+//! watchdog reset cycles with no event lost and no resource growth; a guest
+//! hammering the watchdog; QMP clients that misbehave; stop signals.
+//! Figures are printed (`--nocapture`) for the record.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{kvm_or_skip, scratch, test_guest, Kennel};
+use serde_json::Value;
+
+const CYCLES: u64 = 1000;
+/// preload 20 + 20 ticks at 1 kHz: one watchdog reset every ~40 ms.
+const FAST_RESET: &str = "preload1=20 preload2=20 feeds=0";
+
+fn start(
+    name: &str,
+    cmdline: &str,
+    qmp: bool,
+    extra: &[&str],
+) -> (Kennel, std::path::PathBuf, std::path::PathBuf) {
+    let sock = scratch(&format!("{name}.qmp"));
+    let events = scratch(&format!("{name}.jsonl"));
+    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(&events);
+    let kernel = test_guest("esb");
+    let mut args = vec!["run", "--kernel", kernel.to_str().unwrap(), "--memory", "16", "--cmdline", cmdline];
+    args.extend(["--events", events.to_str().unwrap()]);
+    if qmp {
+        args.extend(["--qmp", sock.to_str().unwrap()]);
+    }
+    args.extend_from_slice(extra);
+    let k = Kennel::start(&args);
+    (k, sock, events)
+}
+
+fn events(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // The last line may be half-written while kennel runs.
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn max_boot(path: &Path) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["event"] == "BOOT").then(|| v["data"]["cycle"].as_u64()).flatten()
+        })
+        .unwrap_or(0)
+}
+
+fn wait_cycle(k: &mut Kennel, path: &Path, n: u64, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    while max_boot(path) < n {
+        assert!(Instant::now() < end, "cycle {n} not reached; at {}\n{}", max_boot(path), k.transcript());
+        k.wait_for("\u{0}never", Duration::from_millis(50));
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    rss_kib: u64,
+    pss_kib: u64,
+    fds: usize,
+    threads: usize,
+}
+
+fn field(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The smallest of a few samples: a sample taken mid-rebuild sees the old
+/// and the new VM at once, which is not growth.
+fn usage(pid: u32) -> Usage {
+    let mut best: Option<Usage> = None;
+    for _ in 0..10 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        let u = Usage {
+            rss_kib: field(&status, "VmRSS:"),
+            pss_kib: field(&rollup, "Pss:"),
+            fds: std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count(),
+            threads: std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count(),
+        };
+        best = Some(match best {
+            None => u,
+            Some(b) => Usage {
+                rss_kib: b.rss_kib.min(u.rss_kib),
+                pss_kib: b.pss_kib.min(u.pss_kib),
+                fds: b.fds.min(u.fds),
+                threads: b.threads.min(u.threads),
+            },
+        });
+        std::thread::sleep(Duration::from_millis(7));
+    }
+    best.unwrap()
+}
+
+fn signal(k: &Kennel, sig: libc::c_int) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(k.pid() as libc::pid_t, sig) }, 0);
+}
+
+#[test]
+fn a_thousand_watchdog_resets_lose_nothing_and_leak_nothing() {
+    if !kvm_or_skip("a_thousand_watchdog_resets_lose_nothing_and_leak_nothing") {
+        return;
+    }
+    let (mut k, _, path) = start("thousand", FAST_RESET, false, &[]);
+    let t0 = Instant::now();
+    wait_cycle(&mut k, &path, 50, Duration::from_secs(60));
+    let early = usage(k.pid());
+    let t50 = Instant::now();
+    wait_cycle(&mut k, &path, CYCLES + 1, Duration::from_secs(240));
+    let late = usage(k.pid());
+    let rate = (CYCLES - 49) as f64 / t50.elapsed().as_secs_f64();
+    signal(&k, libc::SIGTERM);
+    let st = k.wait_exit(Duration::from_secs(20)).expect("exits after SIGTERM");
+    eprintln!(
+        "{CYCLES} cycles in {:.1} s ({rate:.1} cycles/s); at cycle 50 {early:?}, at cycle {} {late:?}",
+        t0.elapsed().as_secs_f64(),
+        CYCLES + 1
+    );
+    assert_eq!(st.code(), Some(0), "{}", k.transcript());
+
+    // Every cycle's events, in order.
+    let ev = events(&path);
+    let mut it =
+        ev.iter().map(|e| (e["event"].as_str().unwrap().to_string(), e["data"]["cycle"].as_u64().unwrap()));
+    for n in 1..=CYCLES {
+        for name in ["BOOT", "WATCHDOG_ARMED", "WATCHDOG", "RESET"] {
+            assert!(it.any(|(e, c)| e == name && c == n), "{name} {n} missing or out of order");
+        }
+    }
+    let last = ev.last().unwrap();
+    assert_eq!((last["event"].as_str(), last["data"]["cause"].as_str()), (Some("SHUTDOWN"), Some("signal")));
+    // Per cycle: BOOT, ARMED, PRETIMEOUT, WATCHDOG, RESET; nothing else.
+    let per_cycle = ev.len() as f64 / max_boot(&path) as f64;
+    assert!(per_cycle <= 5.1, "{per_cycle} events per cycle");
+
+    // No growth: the guest's 16 MiB is remapped each cycle, so allow a few
+    // MiB of allocator noise, and nothing for fds and threads.
+    assert!(late.rss_kib <= early.rss_kib + 4096, "RSS grew: {early:?} -> {late:?}");
+    assert!(late.pss_kib <= early.pss_kib + 4096, "PSS grew: {early:?} -> {late:?}");
+    assert!(late.fds <= early.fds, "fds grew: {early:?} -> {late:?}");
+    assert!(late.threads <= early.threads, "threads grew: {early:?} -> {late:?}");
+}
+
+/// A negotiated raw QMP client.
+struct Client {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl Client {
+    fn connect(sock: &Path) -> Client {
+        let end = Instant::now() + Duration::from_secs(20);
+        let s = loop {
+            match UnixStream::connect(sock) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("connect {sock:?}: {e}"),
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut c = Client { r: BufReader::new(s.try_clone().unwrap()), w: s };
+        assert!(c.line().contains("QMP"), "greeting");
+        c.cmd("qmp_capabilities");
+        c
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.r.read_line(&mut l).unwrap();
+        l
+    }
+
+    /// Sends a command; returns its reply and the events met on the way.
+    fn cmd(&mut self, name: &str) -> (Value, Vec<Value>) {
+        writeln!(self.w, "{{\"execute\":\"{name}\"}}").unwrap();
+        let mut evs = Vec::new();
+        loop {
+            let v: Value = serde_json::from_str(&self.line()).unwrap();
+            if v.get("event").is_some() {
+                evs.push(v);
+            } else {
+                return (v, evs);
+            }
+        }
+    }
+
+    /// The slowest `query-status` round trip over `dur`.
+    fn worst_latency(&mut self, dur: Duration) -> (Duration, usize) {
+        let end = Instant::now() + dur;
+        let (mut worst, mut events) = (Duration::ZERO, 0);
+        while Instant::now() < end {
+            let t = Instant::now();
+            let (reply, evs) = self.cmd("query-status");
+            worst = worst.max(t.elapsed());
+            events += evs.len();
+            assert!(reply.get("return").is_some(), "{reply}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (worst, events)
+    }
+}
+
+fn hammered(name: &str, cmdline: &str, extra: &[&str]) {
+    let (mut k, sock, path) = start(name, cmdline, true, extra);
+    let mut c = Client::connect(&sock);
+    std::thread::sleep(Duration::from_secs(1));
+    let before = k.stderr.len() + k.stdout.len();
+    let (worst, _) = c.worst_latency(Duration::from_secs(8));
+    k.wait_for("\u{0}never", Duration::from_millis(100));
+    let logs = k.stderr.len() + k.stdout.len() - before;
+    let ev = events(&path).len();
+    let rss = usage(k.pid()).rss_kib;
+    signal(&k, libc::SIGTERM);
+    let st = k.wait_exit(Duration::from_secs(20));
+    eprintln!(
+        "{name}: worst query-status {worst:?}; {ev} events, {logs} log/console lines in ~9 s; RSS {rss} KiB"
+    );
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", k.transcript());
+    assert!(worst < Duration::from_millis(200), "{name}: QMP took {worst:?}");
+    assert!(rss < 64 * 1024, "{name}: RSS {rss} KiB");
+    // A reset loop makes ~5 events and ~6 log lines per cycle at most 50
+    // cycles a second; a feeding guest makes almost none.
+    assert!(ev < 5 * 50 * 10, "{name}: {ev} events");
+    assert!(logs < 6 * 50 * 10, "{name}: {logs} lines");
+}
+
+#[test]
+fn a_guest_hammering_the_watchdog_leaves_qmp_responsive() {
+    if !kvm_or_skip("a_guest_hammering_the_watchdog_leaves_qmp_responsive") {
+        return;
+    }
+    // Back-to-back feeds: three MMIO exits each, as fast as the guest can.
+    hammered("bench-feeds", "heartbeat=30 bench_feeds=5000000", &[]);
+    // A free-running 1 MHz watchdog with 1-tick preloads: resets as fast as
+    // kennel can rebuild the VM.
+    hammered("mhz-resets", "config=7 preload1=1 preload2=1 feeds=0", &[]);
+    // The same with the action `none`: expiries must not flood.
+    hammered("mhz-none", "config=7 preload1=1 preload2=1 feeds=0", &["--watchdog-action", "none"]);
+}
+
+#[test]
+fn misbehaving_qmp_clients_do_not_hurt_others() {
+    if !kvm_or_skip("misbehaving_qmp_clients_do_not_hurt_others") {
+        return;
+    }
+    let (mut k, sock, _) = start("abuse", FAST_RESET, true, &[]);
+    let mut good = Client::connect(&sock);
+    let rss0 = usage(k.pid()).rss_kib;
+
+    // Never reads: asks for replies and leaves them unread until dropped.
+    let mut deaf = Client::connect(&sock);
+    let flood = b"{\"execute\":\"query-watchdog\"}".repeat(2000);
+    let _ = deaf.w.set_write_timeout(Some(Duration::from_secs(2)));
+    for _ in 0..20 {
+        if deaf.w.write_all(&flood).is_err() {
+            break;
+        }
+    }
+    // 10 MB with no newline and no end of message.
+    let mut big = UnixStream::connect(&sock).unwrap();
+    big.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut chunk = b"{\"execute\":\"".to_vec();
+    chunk.resize(1 << 20, b'a');
+    for _ in 0..10 {
+        big.write_all(&chunk).unwrap();
+    }
+    // Hundreds of connections, held open.
+    let crowd: Vec<UnixStream> = (0..300).filter_map(|_| UnixStream::connect(&sock).ok()).collect();
+
+    let (worst, events) = good.worst_latency(Duration::from_secs(3));
+    let rss1 = usage(k.pid()).rss_kib;
+    eprintln!(
+        "abuse: {} crowd connections; good client worst {worst:?}, {events} events; RSS {rss0} -> {rss1} KiB",
+        crowd.len()
+    );
+    assert!(worst < Duration::from_millis(200), "good client waited {worst:?}");
+    assert!(events > 0, "good client got no events");
+    // Outboxes are capped at 1 MiB per client and messages at 64 KiB.
+    assert!(rss1 < rss0 + 20 * 1024, "RSS {rss0} -> {rss1} KiB");
+    // The oversized message got its error and that connection still works.
+    big.write_all(b"\n{\"execute\":\"qmp_capabilities\"}").unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = big.read(&mut got).unwrap();
+    assert!(n > 0, "oversized-message client closed");
+    drop(crowd);
+    drop(deaf);
+    // Slots freed: a new client can connect and talk.
+    std::thread::sleep(Duration::from_millis(300));
+    let (reply, _) = Client::connect(&sock).cmd("query-status");
+    assert_eq!(reply["return"]["running"], true);
+    signal(&k, libc::SIGTERM);
+    assert_eq!(k.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn sigterm_and_sigint_stop_cleanly() {
+    if !kvm_or_skip("sigterm_and_sigint_stop_cleanly") {
+        return;
+    }
+    for (sig, name) in [(libc::SIGTERM, "sigterm"), (libc::SIGINT, "sigint")] {
+        let (mut k, sock, path) = start(name, FAST_RESET, true, &[]);
+        wait_cycle(&mut k, &path, 3, Duration::from_secs(30));
+        signal(&k, sig);
+        let st = k.wait_exit(Duration::from_secs(20)).expect("exits");
+        assert_eq!(st.code(), Some(0), "{name}: {}", k.transcript());
+        let ev = events(&path);
+        let last = ev.last().unwrap();
+        assert_eq!(last["event"], "SHUTDOWN", "{name}");
+        assert_eq!(last["data"]["cause"], "signal", "{name}");
+        assert!(std::fs::read_to_string(&path).unwrap().ends_with('\n'), "{name}: last line flushed whole");
+        assert!(sock.symlink_metadata().is_err(), "{name}: socket left behind");
+    }
+}

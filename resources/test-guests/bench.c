@@ -7,7 +7,12 @@
  *                    resets the VM (the next boot prints 'K' again)
  *   feed_after_ms=M  with arm: M ms after arming, feed once and print
  *                    "bench: fed" (the last feed before the expiry)
- *   reset            reset through the keyboard controller at once
+ *   bench_feeds=N    with arm: N back-to-back feeds after "bench: armed",
+ *                    then "bench: done" (the feed-cost benchmark)
+ *   reset            reset through the keyboard controller: at once, or with
+ *                    arm after bench_feeds
+ * A BAR0 that reads 0 (QEMU with qboot assigns none) is set to 0xfe000000;
+ * kennel's BAR is fixed and already set.
  *   otherwise        halt. */
 #include "guest.h"
 
@@ -24,7 +29,7 @@ void guest_main(u32 start_info)
 	outb(0x3f8, 'K');
 	outb(0x3f8, '\n');
 	init(start_info);
-	if (has_word("reset"))
+	if (has_word("reset") && !has_word("arm"))
 		reset_via_keyboard();
 	if (!has_word("arm"))
 		halt_forever();
@@ -34,6 +39,10 @@ void guest_main(u32 start_info)
 		halt_forever();
 	}
 	bar = pci_read(slot, 0x10, 4) & ~0xfu;
+	if (!bar) {
+		pci_write(slot, 0x10, 4, 0xfe000000);
+		bar = pci_read(slot, 0x10, 4) & ~0xfu;
+	}
 	pci_write(slot, 0x04, 2, pci_read(slot, 0x04, 2) | 2);
 	pci_write(slot, 0x60, 2, 0x0003);
 	pci_write(slot, 0x68, 1, 0);
@@ -50,6 +59,16 @@ void guest_main(u32 start_info)
 	mmio_w16(bar + 0xc, 0x100);
 	pci_write(slot, 0x68, 1, 0x2);
 	puts("bench: armed\n");
+	u32 n = param("bench_feeds", 0);
+	if (n) {
+		for (u32 i = 0; i < n; i++) {
+			unlock();
+			mmio_w16(bar + 0xc, 0x100);
+		}
+		puts("bench: done\n");
+		if (has_word("reset"))
+			reset_via_keyboard();
+	}
 	u32 after = param("feed_after_ms", 0);
 	if (after) {
 		delay_ms(after);

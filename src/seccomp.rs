@@ -170,6 +170,12 @@ fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, BackendErr
             ],
         );
     }
+    if kind == ThreadKind::Vcpu {
+        // Rust's std checks an fd is still open when an OwnedFd is dropped
+        // in builds with debug assertions: a vCPU thread closing its vCPU fd
+        // asks fcntl(F_GETFD). Nothing else; F_SETFL and friends stay out.
+        m.insert(libc::SYS_fcntl, vec![one(cond(1, SeccompCmpOp::Eq, libc::F_GETFD as u64)?)?]);
+    }
     m.insert(libc::SYS_ioctl, ioctl);
     Ok(m)
 }

@@ -290,3 +290,34 @@ fn a_guest_that_never_arms_misses_its_deadline_unarmed() {
     assert_eq!(q.events.iter().filter(|e| e["event"] == "BOOT_DEADLINE_MISSED").count(), 1);
     k.kill();
 }
+
+#[test]
+fn a_hang_after_the_first_feed_is_caught_by_the_watchdog() {
+    if !kvm_or_skip("a_hang_after_the_first_feed_is_caught_by_the_watchdog") {
+        return;
+    }
+    let (mut k, mut q, _) = start(
+        "hang",
+        "heartbeat=1 feeds=1000 interval_ms=50",
+        &["--fault", "boot:hang,after=300ms,since=first-feed,cycle=1"],
+    );
+    let ff = q.wait_event("WATCHDOG_FIRST_FEED", Some(1), T).unwrap_or_else(|| panic!("{}", k.transcript()));
+    let hang = q.wait_event("FAULT_INJECTED", Some(1), T).expect("hang injected");
+    assert_eq!(
+        (hang["data"]["what"].as_str(), hang["data"]["since"].as_str()),
+        (Some("hang"), Some("first-feed"))
+    );
+    let after = seconds_between(&ff, &hang);
+    assert!((0.25..0.6).contains(&after), "hang {after:.3}s after the first feed, asked for 0.3s");
+    // The vCPUs stopped but the watchdog's clock ran on: it fired.
+    let wd = q.wait_event("WATCHDOG", Some(1), T).expect("the watchdog should catch the hang");
+    assert!(seconds_between(&hang, &wd) < 1.2, "{wd}");
+    let b2 = q
+        .wait_event("BOOT", Some(2), T)
+        .unwrap_or_else(|| panic!("no reset: {:?}\n{}", q.sequence(), k.transcript()));
+    assert_eq!(b2["data"]["cause"], "watchdog");
+    // Cycle 2 has no hang: it keeps feeding.
+    q.wait_event("WATCHDOG_FIRST_FEED", Some(2), T).expect("cycle 2 first feed");
+    assert!(q.wait_event("WATCHDOG", Some(2), Duration::from_millis(1500)).is_none(), "{:?}", q.sequence());
+    k.kill();
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::cmdline::{self, CmdlineInput};
 use crate::disk_faults::CycleDiskFaults;
 use crate::exits::ResetSource;
-use crate::faults::BootFault;
+use crate::faults::{BootFault, HangSince};
 use crate::lifecycle::{Action, Cause, Input, RunState};
 use crate::platform::{DiskParams, PlatformParams};
 use crate::terminal::ConsoleOut;
@@ -93,8 +93,13 @@ impl Controller {
             disk,
         };
         self.hung = false;
-        self.hang_at = self.cfg.faults.hang_for(cycle).map(|after| self.clock.now() + after);
-        super::arm(&mut self.hang_timer, self.hang_at, self.clock.now());
+        let now = self.clock.now();
+        (self.hang_at, self.hang_after_feed) = match self.cfg.faults.hang_for(cycle) {
+            Some((after, HangSince::Boot)) => (Some(now + after), None),
+            Some((after, HangSince::FirstFeed)) => (None, Some(after)),
+            None => (None, None),
+        };
+        super::arm(&mut self.hang_timer, self.hang_at, now);
         let vm = Vm::build(&self.kvm, &vm_cfg, pp)?;
         if self.lifecycle.run_state() == RunState::Paused {
             vm.pause();

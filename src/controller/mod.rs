@@ -70,6 +70,8 @@ pub struct Controller {
     /// Fires when a `boot:hang` fault is due in this cycle.
     hang_timer: TimerFd,
     hang_at: Option<Duration>,
+    /// A `since=first-feed` hang waiting for this cycle's first feed.
+    hang_after_feed: Option<Duration>,
     /// The vCPUs were stopped by a `boot:hang` fault: `cont` must not wake them.
     hung: bool,
     signals: StopSignals,
@@ -115,6 +117,7 @@ impl Controller {
             deadline_timer: timer()?,
             hang_timer: timer()?,
             hang_at: None,
+            hang_after_feed: None,
             hung: false,
             signals,
             hub,
@@ -153,6 +156,12 @@ impl Controller {
         self.last_now = now;
         let out = self.lifecycle.handle(now, SystemTime::now(), i);
         self.hub.emit_all(&out.events);
+        if out.events.iter().any(|e| e.name == "WATCHDOG_FIRST_FEED") {
+            if let Some(after) = self.hang_after_feed.take() {
+                self.hang_at = Some(now + after);
+                arm(&mut self.hang_timer, self.hang_at, self.clock.now());
+            }
+        }
         for a in out.actions {
             self.perform(a);
         }

@@ -59,7 +59,7 @@ use std::time::Duration;
 use serde_json::json;
 
 pub use block::{BlockFaultState, BlockOp, Decision, FaultCount, Injected};
-pub use spec::{Cycles, FaultKind, FaultSpec, MAX_DURATION};
+pub use spec::{Cycles, FaultKind, FaultSpec, HangSince, MAX_DURATION};
 
 /// `--fault-seed`'s default: fixed, so two runs with the same specs inject
 /// the same faults.
@@ -96,6 +96,8 @@ pub enum FaultError {
     BadNumber { spec: String, key: String, value: String },
     #[error("--fault `{spec}`: bad duration `{value}` for `{key}`: {reason}")]
     BadDuration { spec: String, key: String, value: String, reason: &'static str },
+    #[error("--fault `{spec}`: `since={value}` must be `boot` or `first-feed`")]
+    BadSince { spec: String, value: String },
     #[error("--fault `{spec}`: probability `{value}` is outside [0, 1]")]
     ProbabilityRange { spec: String, value: String },
     #[error("--fault `{spec}`: cycles count from 1, but `cycle={value}` names cycle 0")]
@@ -180,9 +182,9 @@ impl FaultPlan {
     }
 
     /// How long after `cycle`'s boot start `boot:hang` stops the vCPUs.
-    pub fn hang_for(&self, cycle: u64) -> Option<Duration> {
+    pub fn hang_for(&self, cycle: u64) -> Option<(Duration, HangSince)> {
         match self.boot_spec(cycle, BootFault::Hang).map(|s| &s.kind) {
-            Some(FaultKind::Hang { after }) => Some(*after),
+            Some(FaultKind::Hang { after, since }) => Some((*after, *since)),
             _ => None,
         }
     }
@@ -202,9 +204,10 @@ impl FaultPlan {
             FaultKind::Cmdline(c) => {
                 json!({"cycle": cycle, "spec": spec.text, "what": "cmdline", "cmdline": c})
             }
-            FaultKind::Hang { after } => json!({
+            FaultKind::Hang { after, since } => json!({
                 "cycle": cycle, "spec": spec.text, "what": "hang",
                 "after_ms": u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                "since": since.as_str(),
             }),
             _ => return None,
         })

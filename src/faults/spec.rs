@@ -21,10 +21,29 @@ pub enum FaultKind {
     FlushError,
     /// `blk:delay=DUR`: every request is delayed by this long.
     Delay(Duration),
-    /// `boot:hang`: stop the vCPUs this long after the cycle's boot start.
-    Hang { after: Duration },
+    /// `boot:hang`: stop the vCPUs `after` this long past the cycle's boot
+    /// start, or past its first watchdog feed (`since=first-feed`: "hangs
+    /// once it is up", whatever the host's speed).
+    Hang { after: Duration, since: HangSince },
     /// `boot:cmdline=TEXT`: replaces the user's kernel command line.
     Cmdline(String),
+}
+
+/// What a hang's `after` counts from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HangSince {
+    #[default]
+    Boot,
+    FirstFeed,
+}
+
+impl HangSince {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HangSince::Boot => "boot",
+            HangSince::FirstFeed => "first-feed",
+        }
+    }
 }
 
 impl FaultKind {
@@ -109,7 +128,7 @@ impl std::str::FromStr for FaultSpec {
 const BLK_KINDS: &str = "read-error, write-error, flush-error or delay=DURATION";
 const BOOT_KINDS: &str = "hang or cmdline=TEXT";
 const KIND_NAMES: [&str; 6] = ["read-error", "write-error", "flush-error", "delay", "hang", "cmdline"];
-const KEYS: [&str; 4] = ["cycle", "probability", "after-sectors", "after"];
+const KEYS: [&str; 5] = ["cycle", "probability", "after-sectors", "after", "since"];
 
 /// A `key=value` item after the kind.
 struct Item<'a> {
@@ -171,6 +190,11 @@ impl FaultSpec {
                         after: match keys.take("after") {
                             Some(v) => parse_duration(text, "after", v)?,
                             None => Duration::ZERO,
+                        },
+                        since: match keys.take("since") {
+                            None | Some("boot") => HangSince::Boot,
+                            Some("first-feed") => HangSince::FirstFeed,
+                            Some(v) => return Err(FaultError::BadSince { spec, value: v.to_string() }),
                         },
                     },
                 }
@@ -319,7 +343,7 @@ fn hint(key: &str) -> String {
         "p" | "prob" | "probabilty" => "probability",
         "after_sectors" | "sectors" | "after-sector" => "after-sectors",
         "seed" => return " (the seed is --fault-seed N, for all specs)".into(),
-        _ => return " (expected cycle, probability, after-sectors or after)".into(),
+        _ => return " (expected cycle, probability, after-sectors, after or since)".into(),
     };
     format!(" (did you mean `{near}`?)")
 }

@@ -39,9 +39,15 @@ fn good_specs() {
         ("blk:delay=0ms", Delay(Duration::ZERO), Cycles::ALL, None),
         ("blk:delay=86400s", Delay(MAX_DURATION), Cycles::ALL, None),
         (" blk : read-error , cycle = 2 ", ReadError { after_sectors: None }, one(2), None),
-        ("boot:hang,cycle=3", Hang { after: Duration::ZERO }, one(3), None),
-        ("boot:hang,after=5s,cycle=3", Hang { after: ms(5000) }, one(3), None),
-        ("boot:hang", Hang { after: Duration::ZERO }, Cycles::ALL, None),
+        ("boot:hang,cycle=3", Hang { after: Duration::ZERO, since: HangSince::Boot }, one(3), None),
+        ("boot:hang,after=5s,cycle=3", Hang { after: ms(5000), since: HangSince::Boot }, one(3), None),
+        ("boot:hang", Hang { after: Duration::ZERO, since: HangSince::Boot }, Cycles::ALL, None),
+        (
+            "boot:hang,after=5s,since=first-feed,cycle=1",
+            Hang { after: ms(5000), since: HangSince::FirstFeed },
+            one(1),
+            None,
+        ),
         (
             "boot:cmdline=root=/dev/nonexistent panic=1,cycle=2",
             Cmdline("root=/dev/nonexistent panic=1".into()),
@@ -98,6 +104,8 @@ fn bad_specs() -> Result<(), String> {
         ("blk:read-error,cycle=", "MissingValue", &["`cycle` needs a value"]),
         ("blk:read-error,cycle", "MissingValue", &["`cycle` needs a value"]),
         ("blk:delay", "MissingValue", &["`delay` needs a value", "200ms"]),
+        ("boot:hang,since=later", "BadSince", &["`since=later`", "first-feed"]),
+        ("blk:read-error,since=boot", "KeyNotAllowed", &["`since`", "read-error"]),
         ("blk:delay=", "MissingValue", &["`delay`"]),
         ("boot:hang,after=", "MissingValue", &["`after`"]),
         ("boot:cmdline", "MissingValue", &["`cmdline` needs a value"]),
@@ -177,8 +185,8 @@ fn plan_answers_boot_questions_per_cycle() -> Result<(), FaultError> {
     assert_eq!(p.cmdline_for(2), Some("root=/dev/nonexistent panic=1"));
     assert_eq!(p.cmdline_for(3), None);
     assert_eq!(p.hang_for(2), None);
-    assert_eq!(p.hang_for(3), Some(ms(5000)));
-    assert_eq!(p.hang_for(u64::MAX), Some(ms(5000)));
+    assert_eq!(p.hang_for(3), Some((ms(5000), HangSince::Boot)));
+    assert_eq!(p.hang_for(u64::MAX), Some((ms(5000), HangSince::Boot)));
     let ev = p.boot_event_data(3, BootFault::Hang);
     assert_eq!(ev.as_ref().and_then(|v| v["after_ms"].as_u64()), Some(5000));
     assert_eq!(ev.as_ref().and_then(|v| v["what"].as_str()), Some("hang"));

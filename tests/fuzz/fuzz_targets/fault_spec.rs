@@ -24,7 +24,7 @@ fn canonical(s: &FaultSpec) -> String {
     let us = |d: std::time::Duration| format!("{}us", d.as_micros());
     let mut out = match &s.kind {
         FaultKind::Cmdline(c) => return format!("boot:cmdline={c},cycle={cycles}"),
-        FaultKind::Hang { after } => format!("boot:hang,after={}", us(*after)),
+        FaultKind::Hang { after, since } => format!("boot:hang,after={},since={}", us(*after), since.as_str()),
         FaultKind::ReadError { after_sectors } | FaultKind::WriteError { after_sectors } => {
             let mut k = format!("blk:{}", s.kind.what());
             if let Some(n) = after_sectors {
@@ -49,7 +49,7 @@ fn check_spec(text: &str, s: &FaultSpec) {
         assert!((0.0..=1.0).contains(&p) && s.kind.is_block(), "{s:?}");
     }
     match &s.kind {
-        FaultKind::Delay(d) | FaultKind::Hang { after: d } => assert!(*d <= MAX_DURATION, "{s:?}"),
+        FaultKind::Delay(d) | FaultKind::Hang { after: d, .. } => assert!(*d <= MAX_DURATION, "{s:?}"),
         FaultKind::Cmdline(c) => assert!(!c.trim().is_empty(), "{s:?}"),
         _ => {}
     }

@@ -10,6 +10,7 @@
 //! | 00:05.0 virtio-blk (with --rootfs) | PCI, BAR0 at 0xc000_4000 (16 KiB, fixed) | INTA -> GSI 17 |
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kennel_devices::bus::Bus;
@@ -117,12 +118,22 @@ impl ResetRequest for ResetToMainLoop {
     }
 }
 
+/// Passes the device's facts to the main loop, except feeds after the
+/// first of each arming: those mean nothing new to the lifecycle (the device
+/// counts them), and waking the main loop for each would put two host
+/// system calls and a thread switch on every guest feed.
 struct FactsToMainLoop {
     requests: RequestSender,
     generation: u64,
+    fed_since_armed: AtomicBool,
 }
 impl WatchdogObserver for FactsToMainLoop {
     fn report(&self, fact: WatchdogFact, at: std::time::Duration) {
+        match fact {
+            WatchdogFact::Fed if self.fed_since_armed.swap(true, Ordering::Relaxed) => return,
+            WatchdogFact::Armed { .. } => self.fed_since_armed.store(false, Ordering::Relaxed),
+            _ => {}
+        }
         self.requests.send(VmRequest::Watchdog { fact, at, generation: self.generation });
     }
 }
@@ -152,7 +163,11 @@ pub fn build(
         irq_line: ESB_GSI,
         irq: Some(Arc::new(KvmLine { vm: vm.clone(), gsi: ESB_GSI.into() })),
         clock: p.clock.clone(),
-        observer: Arc::new(FactsToMainLoop { requests: p.requests.clone(), generation: p.generation }),
+        observer: Arc::new(FactsToMainLoop {
+            requests: p.requests.clone(),
+            generation: p.generation,
+            fed_since_armed: AtomicBool::new(false),
+        }),
         timeout_flag: p.esb_timeout_flag,
     })?));
     let mut pci = PciBus::new();

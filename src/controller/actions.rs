@@ -16,7 +16,7 @@ use crate::faults::{BootFault, HangSince};
 use crate::lifecycle::{Action, Cause, Input, RunState};
 use crate::platform::{DiskParams, PlatformParams};
 use crate::terminal::ConsoleOut;
-use crate::vm::Vm;
+use crate::vm::{StoppedVm, Vm};
 
 pub(super) fn fact_input(f: WatchdogFact) -> Input {
     match f {
@@ -125,10 +125,29 @@ impl Controller {
         match self.vm.take() {
             Some(vm) => {
                 let flag = lock(&vm.platform.esb).timeout_flag();
-                vm.stop();
+                self.retire(vm.stop());
                 flag
             }
             None => false,
+        }
+    }
+
+    /// Drops a stopped VM on a helper thread, so tearing down the old VM
+    /// overlaps with building the next. At most one is in flight: a guest
+    /// resetting in a tight loop cannot pile up old VMs' memory.
+    fn retire(&mut self, vm: StoppedVm) {
+        self.join_retired();
+        match std::thread::Builder::new().name("kennel-vm-drop".into()).spawn(move || drop(vm)) {
+            Ok(h) => self.retiring = Some(h),
+            // Without a thread, drop it here; the spawn error dropped the closure and the VM with it.
+            Err(e) => log::warn!("cannot start a thread to drop the old VM ({e}); dropped in place"),
+        }
+    }
+
+    /// Waits for the previous VM's teardown.
+    pub(super) fn join_retired(&mut self) {
+        if let Some(h) = self.retiring.take() {
+            let _ = h.join();
         }
     }
 

@@ -60,6 +60,8 @@ pub struct Controller {
     kvm: Kvm,
     cfg: ControllerConfig,
     vm: Option<Vm>,
+    /// The previous VM being torn down on a helper thread.
+    retiring: Option<std::thread::JoinHandle<()>>,
     /// VM builds so far; facts from an older VM still in the queue are dropped.
     generation: u64,
     clock: Arc<PausableClock>,
@@ -109,6 +111,7 @@ impl Controller {
             lifecycle: Lifecycle::new(cfg.lifecycle),
             cfg,
             vm: None,
+            retiring: None,
             generation: 0,
             clock: Arc::new(PausableClock::new()),
             sender,
@@ -140,8 +143,11 @@ impl Controller {
         self.power_on()
     }
 
-    /// `Some(status)` once the VMM should exit.
-    pub fn exit_status(&self) -> Option<i32> {
+    /// `Some(status)` once the VMM should exit (and the last VM is gone).
+    pub fn exit_status(&mut self) -> Option<i32> {
+        if self.exit.is_some() {
+            self.join_retired();
+        }
         self.exit
     }
 

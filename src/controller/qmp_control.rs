@@ -66,6 +66,9 @@ impl Controller {
         let mut v = self.lifecycle.status().to_json();
         if let (Some(vm), Value::Object(map)) = (&self.vm, &mut v) {
             let s = lock(&vm.platform.esb).status();
+            // The lifecycle hears only the first feed of each arming; the
+            // device (rebuilt every cycle) counts them all.
+            map.insert("feeds".into(), json!(s.counters.feeds));
             map.insert(
                 "device".into(),
                 json!({

@@ -28,8 +28,11 @@ pub fn host_is_pvm_at(module: &Path) -> bool {
 }
 
 /// Guest command-line additions that avoid instructions PVM cannot emulate
-/// (xsave/xrstor, SMAP's clac/stac, popcnt) and slow calibration loops.
-pub const CMDLINE_EXTRA: &str = "noxsave clearcpuid=308,151 nopti mitigations=off lpj=5000000 tsc=reliable";
+/// (xsave/xrstor, SMAP's clac/stac, popcnt), slow calibration loops, and
+/// work that costs seconds when every kernel instruction is emulated
+/// (zeroing a 2 MiB per-cpu chunk; patching thousands of lock prefixes).
+pub const CMDLINE_EXTRA: &str =
+    "noxsave clearcpuid=308,151 nopti mitigations=off lpj=5000000 tsc=reliable percpu_alloc=page noreplace-smp";
 
 const INT3: u8 = 0xcc;
 const FWAIT: u8 = 0x9b;

@@ -29,7 +29,10 @@
  *                kernel is about to start init (root file system mounted)
  *                before counting start_ms, like a daemon started by init.
  *
- * Every action prints one console line starting with "kennel_feeder: ".
+ * Every action prints one console line starting with "kennel_feeder: ", at
+ * KERN_NOTICE, so that `loglevel=6` on the command line hides the kernel's
+ * info-level chatter (a console character costs time under emulation) but
+ * keeps these lines.
  */
 
 #define pr_fmt(fmt) "kennel_feeder: " fmt
@@ -136,21 +139,21 @@ static void report_bootstatus(void)
 			  "class/watchdog/watchdog0/bootstatus", O_RDONLY,
 			  &fallback);
 	if (IS_ERR(f)) {
-		pr_info("bootstatus unavailable (open error %ld)\n", PTR_ERR(f));
+		pr_notice("bootstatus unavailable (open error %ld)\n", PTR_ERR(f));
 		return;
 	}
 	n = kernel_read(f, buf, sizeof(buf) - 1, &pos);
 	filp_close(f, NULL);
 	if (n <= 0) {
-		pr_info("bootstatus unavailable (read error %zd)\n", n);
+		pr_notice("bootstatus unavailable (read error %zd)\n", n);
 		return;
 	}
 	buf[n] = '\0';
 	if (kstrtoul(strim(buf), 0, &st)) {
-		pr_info("bootstatus unavailable (unparsable \"%s\")\n", strim(buf));
+		pr_notice("bootstatus unavailable (unparsable \"%s\")\n", strim(buf));
 		return;
 	}
-	pr_info("bootstatus=0x%lx (%s)\n", st, bootstatus_words(st));
+	pr_notice("bootstatus=0x%lx (%s)\n", st, bootstatus_words(st));
 }
 
 static struct file *open_watchdog(void)
@@ -165,14 +168,14 @@ static struct file *open_watchdog(void)
 		if (!IS_ERR(f))
 			break;
 		if (waited >= OPEN_TIMEOUT_MS) {
-			pr_info("giving up: cannot open " WDT_PATH " after %u ms (error %ld)\n",
+			pr_notice("giving up: cannot open " WDT_PATH " after %u ms (error %ld)\n",
 				waited, PTR_ERR(f));
 			return NULL;
 		}
 		msleep(OPEN_RETRY_MS);
 		waited += OPEN_RETRY_MS;
 	}
-	pr_info("opened " WDT_PATH "%s\n",
+	pr_notice("opened " WDT_PATH "%s\n",
 		fallback ? " (via private devtmpfs mount)" : "");
 	return f;
 }
@@ -226,12 +229,12 @@ static void run_feeder(void)
 	ssize_t n;
 
 	if (start_ms) {
-		pr_info("waiting %u ms before opening\n", start_ms);
+		pr_notice("waiting %u ms before opening\n", start_ms);
 		msleep(start_ms);
 	}
 	ubuf = user_page_setup();
 	if (IS_ERR(ubuf)) {
-		pr_info("giving up: no user page for writes (error %ld)\n",
+		pr_notice("giving up: no user page for writes (error %ld)\n",
 			PTR_ERR(ubuf));
 		return;
 	}
@@ -243,11 +246,11 @@ static void run_feeder(void)
 	while (!count || fed < count) {
 		n = write_byte(f, ubuf, 'k');
 		if (n != 1) {
-			pr_info("feed %u failed (error %zd)\n", fed + 1, n);
+			pr_notice("feed %u failed (error %zd)\n", fed + 1, n);
 			break;
 		}
 		fed++;
-		pr_info("feed %u\n", fed);
+		pr_notice("feed %u\n", fed);
 		if (count && fed == count)
 			break;
 		msleep(interval_ms);
@@ -255,15 +258,15 @@ static void run_feeder(void)
 
 	if (!strcmp(close_mode, "none")) {
 		/* f stays open on purpose: the watchdog stays armed and expires */
-		pr_info("stopped feeding after %u feeds (close=none)\n", fed);
+		pr_notice("stopped feeding after %u feeds (close=none)\n", fed);
 		return;
 	}
 	n = write_byte(f, ubuf, 'V');
 	filp_close(f, NULL);
 	if (n == 1)
-		pr_info("magic close after %u feeds\n", fed);
+		pr_notice("magic close after %u feeds\n", fed);
 	else
-		pr_info("magic close failed after %u feeds (error %zd)\n", fed, n);
+		pr_notice("magic close failed after %u feeds (error %zd)\n", fed, n);
 }
 
 static int feeder_thread(void *unused)
@@ -272,7 +275,7 @@ static int feeder_thread(void *unused)
 		/* SYSTEM_RUNNING is set just before the kernel execs init */
 		while (system_state < SYSTEM_RUNNING)
 			msleep(WAIT_ROOT_MS);
-		pr_info("init is starting: feeding as a daemon would\n");
+		pr_notice("init is starting: feeding as a daemon would\n");
 	}
 	run_feeder();
 	/* the address space (and, with close=none, the open file) stay with us */
@@ -288,13 +291,13 @@ static void __init prepare_rootfs(void)
 	init_mkdir("/dev", 0755);
 	err = init_mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
 	if (err && err != -EBUSY) {
-		pr_info("mount devtmpfs on /dev failed (error %d), using mknod\n", err);
+		pr_notice("mount devtmpfs on /dev failed (error %d), using mknod\n", err);
 		init_mknod(WDT_PATH, S_IFCHR | 0600, new_encode_dev(MKDEV(10, 130)));
 	}
 	init_mkdir("/sys", 0755);
 	err = init_mount("sysfs", "/sys", "sysfs", 0, NULL);
 	if (err && err != -EBUSY)
-		pr_info("mount sysfs on /sys failed (error %d)\n", err);
+		pr_notice("mount sysfs on /sys failed (error %d)\n", err);
 }
 
 static int __init kennel_feeder_init(void)
@@ -302,25 +305,25 @@ static int __init kennel_feeder_init(void)
 	struct task_struct *t;
 
 	if (!interval_ms) {
-		pr_info("off (interval_ms=0)\n");
+		pr_notice("off (interval_ms=0)\n");
 		return 0;
 	}
 	if (strcmp(close_mode, "magic") && strcmp(close_mode, "none")) {
-		pr_info("unknown close=%s, using close=magic\n", close_mode);
+		pr_notice("unknown close=%s, using close=magic\n", close_mode);
 		strscpy(close_mode, "magic", sizeof(close_mode));
 	}
-	pr_info("start interval_ms=%u start_ms=%u count=%u close=%s after_root=%d\n",
+	pr_notice("start interval_ms=%u start_ms=%u count=%u close=%s after_root=%d\n",
 		interval_ms, start_ms, count, close_mode, after_root);
 
 	if (!after_root)
 		prepare_rootfs();
 	t = kthread_run(feeder_thread, NULL, "kennel_feeder");
 	if (IS_ERR(t)) {
-		pr_info("cannot start thread (error %ld)\n", PTR_ERR(t));
+		pr_notice("cannot start thread (error %ld)\n", PTR_ERR(t));
 		return 0;
 	}
 	if (!after_root) {
-		pr_info("holding the boot here (after_root=0)\n");
+		pr_notice("holding the boot here (after_root=0)\n");
 		hold_forever();
 	}
 	return 0;

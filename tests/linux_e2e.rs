@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 //! End to end with the real Linux guest from the guest kit: its stock
 //! i6300esb driver, the in-kernel feeder, and kennel's events read through
-//! the real QMP client. About 15 s per boot on a PVM host.
+//! the real QMP client. About 10 s per boot on a PVM host.
 
 mod common;
 

@@ -67,7 +67,7 @@ pub fn linux_guest() -> PathBuf {
     .clone()
 }
 
-/// How long a Linux boot may take to reach the watchdog: ~15 s on our PVM
+/// How long a Linux boot may take to reach the watchdog: ~10 s on our PVM
 /// hosts, under a second on real KVM; generous for a loaded CI machine.
 pub const LINUX_BOOT: Duration = Duration::from_secs(180);
 

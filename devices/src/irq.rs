@@ -10,3 +10,27 @@ pub trait InterruptLine: Send + Sync {
 pub trait EdgeInterrupt: Send + Sync {
     fn trigger(&self);
 }
+
+/// A line that records every level it is set to, for device tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    pub(crate) struct RecordingLine(Mutex<Vec<bool>>);
+
+    impl super::InterruptLine for RecordingLine {
+        fn set_level(&self, asserted: bool) {
+            crate::bus::lock(&self.0).push(asserted);
+        }
+    }
+
+    impl RecordingLine {
+        pub(crate) fn level(&self) -> bool {
+            crate::bus::lock(&self.0).last().copied().unwrap_or(false)
+        }
+        pub(crate) fn changes(&self) -> usize {
+            crate::bus::lock(&self.0).len()
+        }
+    }
+}

@@ -9,9 +9,9 @@ use super::{
     EsbCounters, EsbError, EsbParams, EsbStatus, InterruptType, TimerState, WatchdogFact, WatchdogObserver,
 };
 use crate::clock::Clock;
-use crate::irq::InterruptLine;
 use crate::log_limit::LogLimit;
 use crate::pci::config_space::{BarKind, ConfigSpace, PciIdentity, INTERRUPT_LINE, PIN_INTA};
+use crate::pci::IntxPin;
 use crate::pci::PciDevice;
 use crate::warn_limited;
 
@@ -48,8 +48,7 @@ pub struct I6300Esb {
     timeout_flag: bool,
     unlock: Unlock,
     run: Run,
-    irq_level: bool,
-    irq: Option<Arc<dyn InterruptLine>>,
+    intx: IntxPin,
     clock: Arc<dyn Clock>,
     observer: Arc<dyn WatchdogObserver>,
     counters: EsbCounters,
@@ -100,8 +99,7 @@ impl I6300Esb {
             timeout_flag: p.timeout_flag,
             unlock: Unlock::Locked,
             run: Run::Disabled,
-            irq_level: false,
-            irq: p.irq,
+            intx: IntxPin::new(p.irq),
             clock: p.clock,
             observer: p.observer,
             counters: EsbCounters::default(),
@@ -166,10 +164,7 @@ impl I6300Esb {
         self.gintsr = false;
         self.unlock = Unlock::Locked;
         self.run = Run::Disabled;
-        self.irq_level = false;
-        if let Some(line) = &self.irq {
-            line.set_level(false);
-        }
+        self.intx.reset();
     }
 
     pub fn timeout_flag(&self) -> bool {
@@ -249,14 +244,7 @@ impl I6300Esb {
     /// besides, and neither reaches the guest as an interrupt here.
     fn update_irq(&mut self) {
         let pending = self.gintsr && self.interrupt_type() == InterruptType::Irq;
-        self.config.set_interrupt_status(pending);
-        let level = pending && !self.config.intx_disabled();
-        if level != self.irq_level {
-            self.irq_level = level;
-            if let Some(line) = &self.irq {
-                line.set_level(level);
-            }
-        }
+        self.intx.update(&mut self.config, pending);
     }
 
     fn start_stage1(&mut self, now: Duration) {

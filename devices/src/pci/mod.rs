@@ -8,11 +8,13 @@ pub mod bar_region;
 pub mod config_io;
 pub mod config_space;
 pub mod host_bridge;
+pub mod intx;
 
 pub use bar_region::PciBarRegion;
 pub use config_io::{PciBus, PciBusError, PciConfigIo, SharedPciDevice};
 pub use config_space::{BarKind, ConfigSpace, ConfigSpaceError, PciIdentity};
 pub use host_bridge::HostBridge;
+pub use intx::IntxPin;
 
 /// A function on the PCI bus. All methods take guest-controlled offsets and
 /// lengths and must not panic on any of them.

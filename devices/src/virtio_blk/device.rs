@@ -12,11 +12,11 @@ use super::common_cfg::{CommonCfg, Effect, QueueRegs};
 use super::exec::Engine;
 use super::regs::*;
 use super::{BlkCounters, BlkError, BlkParams};
-use crate::irq::InterruptLine;
 use crate::log_limit::LogLimit;
 use crate::pci::config_space::{
     BarKind, ConfigSpace, PciIdentity, COMMAND_BUS_MASTER, INTERRUPT_LINE, PIN_INTA, STATUS,
 };
+use crate::pci::IntxPin;
 use crate::pci::PciDevice;
 use crate::warn_limited;
 
@@ -33,8 +33,7 @@ pub struct VirtioBlk {
     common: CommonCfg,
     device_cfg: [u8; DEVICE_CFG_LEN],
     isr: u8,
-    irq_level: bool,
-    irq: Option<Arc<dyn InterruptLine>>,
+    intx: IntxPin,
     mem: Arc<GuestMemoryMmap>,
     /// Present while queue 0 is enabled with registers that passed checks.
     queue: Option<Queue>,
@@ -147,8 +146,7 @@ impl VirtioBlk {
             common: CommonCfg::new(offered),
             device_cfg: device_config(capacity),
             isr: 0,
-            irq_level: false,
-            irq: p.irq,
+            intx: IntxPin::new(p.irq),
             mem: p.mem,
             queue: None,
             engine: Engine::new(p.disk, capacity, p.readonly, p.faults),
@@ -170,10 +168,7 @@ impl VirtioBlk {
     pub fn reset(&mut self) {
         self.config = self.power_on_config.clone();
         self.device_reset();
-        if let Some(line) = &self.irq {
-            line.set_level(false);
-        }
-        self.irq_level = false;
+        self.intx.reset();
     }
 
     /// What the driver's write of 0 to device_status does.
@@ -189,14 +184,7 @@ impl VirtioBlk {
     /// the ISR regardless, as PCI asks.
     fn update_irq(&mut self) {
         let pending = self.isr != 0;
-        self.config.set_interrupt_status(pending);
-        let level = pending && !self.config.intx_disabled();
-        if level != self.irq_level {
-            self.irq_level = level;
-            if let Some(line) = &self.irq {
-                line.set_level(level);
-            }
-        }
+        self.intx.update(&mut self.config, pending);
     }
 
     fn enable_queue(&mut self) {

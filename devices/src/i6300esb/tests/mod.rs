@@ -26,21 +26,7 @@ impl WatchdogObserver for Facts {
     }
 }
 
-#[derive(Default)]
-pub(super) struct Line(Mutex<Vec<bool>>);
-impl InterruptLine for Line {
-    fn set_level(&self, asserted: bool) {
-        self.0.lock().unwrap().push(asserted);
-    }
-}
-impl Line {
-    pub(super) fn level(&self) -> bool {
-        self.0.lock().unwrap().last().copied().unwrap_or(false)
-    }
-    pub(super) fn changes(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-}
+pub(super) use crate::irq::testing::RecordingLine as Line;
 
 pub(super) struct Rig {
     pub(super) esb: I6300Esb,

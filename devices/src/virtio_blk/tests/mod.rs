@@ -33,18 +33,7 @@ pub(super) const UNTOUCHED: u8 = 0xEE;
 /// Features Linux 6.1's virtio_blk asks for, among those we could offer.
 pub(super) const LINUX_WANTS: u64 = F_VERSION_1 | F_FLUSH | F_SEG_MAX | F_SIZE_MAX | F_BLK_SIZE | F_RO;
 
-#[derive(Default)]
-pub(super) struct Line(Mutex<Vec<bool>>);
-impl InterruptLine for Line {
-    fn set_level(&self, asserted: bool) {
-        self.0.lock().unwrap().push(asserted);
-    }
-}
-impl Line {
-    pub(super) fn level(&self) -> bool {
-        self.0.lock().unwrap().last().copied().unwrap_or(false)
-    }
-}
+pub(super) use crate::irq::testing::RecordingLine as Line;
 
 /// Hands out scripted decisions (Proceed once the script runs out) and
 /// records every question.

@@ -150,11 +150,15 @@ fn a_thousand_watchdog_resets_lose_nothing_and_leak_nothing() {
     assert!(per_cycle <= 5.1, "{per_cycle} events per cycle");
 
     // No growth: the guest's 16 MiB is remapped each cycle, so allow a few
-    // MiB of allocator noise, and nothing for fds and threads.
+    // MiB of allocator noise. The previous VM is torn down on a helper
+    // thread while the next one runs, so a sample may see one VM in
+    // teardown: its VM fd, vCPU fd and irqfd, and the helper thread. A leak
+    // of anything per cycle would show as hundreds here.
+    const ONE_VM_IN_TEARDOWN_FDS: usize = 3;
     assert!(late.rss_kib <= early.rss_kib + 4096, "RSS grew: {early:?} -> {late:?}");
     assert!(late.pss_kib <= early.pss_kib + 4096, "PSS grew: {early:?} -> {late:?}");
-    assert!(late.fds <= early.fds, "fds grew: {early:?} -> {late:?}");
-    assert!(late.threads <= early.threads, "threads grew: {early:?} -> {late:?}");
+    assert!(late.fds <= early.fds + ONE_VM_IN_TEARDOWN_FDS, "fds grew: {early:?} -> {late:?}");
+    assert!(late.threads <= early.threads + 1, "threads grew: {early:?} -> {late:?}");
 }
 
 /// A negotiated raw QMP client.

@@ -61,10 +61,6 @@ impl VcpuControl {
         self.nmi.store(true, Ordering::SeqCst);
     }
 
-    pub fn get(&self) -> RunState {
-        *kennel_devices::bus::lock(&self.state)
-    }
-
     /// Blocks while paused; returns false when the vCPU must stop.
     fn wait_runnable(&self) -> bool {
         let mut s = kennel_devices::bus::lock(&self.state);

@@ -176,10 +176,6 @@ impl Vm {
         self.control.set(RunState::Running);
     }
 
-    pub fn is_running(&self) -> bool {
-        self.control.get() == RunState::Running
-    }
-
     fn kick_all(&self) {
         for t in &self.threads {
             t.kick();
@@ -189,12 +185,19 @@ impl Vm {
     /// Stops and joins every vCPU. What is left (VM fd, memory, devices)
     /// can be dropped wherever suits the caller.
     pub fn stop(mut self) -> StoppedVm {
+        self.join_vcpus();
+        StoppedVm { _vm: self }
+    }
+
+    fn join_vcpus(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
         self.control.set(RunState::Stopping);
         self.kick_all();
         for t in self.threads.drain(..) {
             t.join();
         }
-        StoppedVm { _vm: self }
     }
 }
 
@@ -207,13 +210,7 @@ pub struct StoppedVm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        if !self.threads.is_empty() {
-            self.control.set(RunState::Stopping);
-            self.kick_all();
-            for t in self.threads.drain(..) {
-                t.join();
-            }
-        }
+        self.join_vcpus();
     }
 }
 

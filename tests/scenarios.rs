@@ -37,8 +37,7 @@ fn run(name: &str) -> Run {
             break st;
         }
         assert!(Instant::now() < end, "scenario {name} did not finish");
-        // Keep reading events as they come.
-        q.wait_event("-", None, Duration::from_millis(200));
+        q.pump(Duration::from_millis(200));
     };
     q.wait_event("SHUTDOWN", None, Duration::from_secs(5));
     let mut output = String::new();

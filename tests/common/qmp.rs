@@ -85,6 +85,17 @@ impl QmpWatch {
         }
     }
 
+    /// Records whatever events arrive within `timeout` (only while no
+    /// command is in flight: anything else that arrives is dropped).
+    pub fn pump(&mut self, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while let Ok(v) = self.rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            if v.get("event").is_some() {
+                self.events.push(v);
+            }
+        }
+    }
+
     /// Runs a command; returns `{"return": ...}` or `{"error": ...}`.
     pub fn execute(&mut self, name: &str, args: Value) -> Value {
         let line = json!({"execute": name, "arguments": args}).to_string();

@@ -22,6 +22,12 @@ pub const PCI_BUS_ID: u8 = 0;
 pub const ISA_BUS_ID: u8 = 1;
 /// Number of IOAPIC pins; GSIs 16..23 are for PCI INTx.
 pub const IOAPIC_PINS: u8 = 24;
+/// Legacy ISA interrupts, IRQ 0..15, each on the IOAPIC pin of its number.
+pub const ISA_IRQS: u8 = 16;
+/// Interrupt entry types (MP spec 1.4, table 4-7).
+const MP_INT: u8 = 0;
+const MP_NMI: u8 = 1;
+const MP_EXTINT: u8 = 3;
 
 /// A PCI function's INTx pin routed to an IOAPIC input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,22 +61,25 @@ pub fn build(base: u64, cpus: u8, pci: &[PciIntx]) -> Result<Vec<u8>, MpTableErr
     entries.extend_from_slice(&[2, ioapic_id, APIC_VERSION, 1]);
     entries.extend_from_slice(&(layout::IOAPIC_ADDR as u32).to_le_bytes());
     count += 1;
-    // ISA IRQs 0..15 to the same IOAPIC pins, conforming polarity/trigger;
-    // type 3 for pin 0 (ExtINT from the PIC), type 0 (INT) otherwise.
-    for irq in 0..16u8 {
-        let kind = if irq == 0 { 3 } else { 0 };
-        entries.extend_from_slice(&[3, kind, 0, 0, ISA_BUS_ID, irq, ioapic_id, irq]);
+    // ISA IRQ n is an ordinary (INT) interrupt on IOAPIC pin n, IRQ 0
+    // included: KVM's default routing sends GSI n to PIC input n and IOAPIC
+    // pin n, and its in-kernel PIT raises GSI 0. An ExtINT entry for pin 0
+    // (as on old chipsets with the 8259 cascaded into the IOAPIC) makes
+    // Linux's check_timer() take the "ExtINT not setup in hardware" path,
+    // which oopses on real KVM; the virtual wire stays on LINT0 below.
+    for irq in 0..ISA_IRQS {
+        entries.extend_from_slice(&[3, MP_INT, 0, 0, ISA_BUS_ID, irq, ioapic_id, irq]);
         count += 1;
     }
     for p in pci {
         // PCI INTx: level-triggered, active low (flags 0b1111).
         let src = (p.slot << 2) | (p.pin.saturating_sub(1) & 3);
-        entries.extend_from_slice(&[3, 0, 0x0f, 0, PCI_BUS_ID, src, ioapic_id, p.gsi]);
+        entries.extend_from_slice(&[3, MP_INT, 0x0f, 0, PCI_BUS_ID, src, ioapic_id, p.gsi]);
         count += 1;
     }
     // Local interrupts: LINT0 ExtINT, LINT1 NMI, to every local APIC.
-    entries.extend_from_slice(&[4, 3, 0, 0, ISA_BUS_ID, 0, 0xff, 0]);
-    entries.extend_from_slice(&[4, 1, 0, 0, ISA_BUS_ID, 0, 0xff, 1]);
+    entries.extend_from_slice(&[4, MP_EXTINT, 0, 0, ISA_BUS_ID, 0, 0xff, 0]);
+    entries.extend_from_slice(&[4, MP_NMI, 0, 0, ISA_BUS_ID, 0, 0xff, 1]);
     count += 2;
 
     let table_addr = base + 16;
@@ -147,6 +156,43 @@ mod tests {
         let entries = &t[16 + 44..];
         let flags: Vec<u8> = (0..3).map(|i| entries[i * 20 + 3]).collect();
         assert_eq!(flags, vec![3, 1, 1]);
+    }
+
+    /// The I/O interrupt entries (type 3) of a table, as
+    /// (kind, bus, source irq, destination pin).
+    fn io_interrupts(t: &[u8]) -> Vec<(u8, u8, u8, u8)> {
+        let table = &t[16..];
+        let count = u16::from_le_bytes([table[34], table[35]]);
+        let mut at = 44;
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let len = if table[at] == 0 { 20 } else { 8 };
+            if table[at] == 3 {
+                out.push((table[at + 1], table[at + 4], table[at + 5], table[at + 7]));
+            }
+            at += len;
+        }
+        assert_eq!(at, table.len(), "entries fill the table exactly");
+        out
+    }
+
+    /// The rule real KVM needs (Linux's check_timer() oopses otherwise):
+    /// every ISA IRQ, the timer's IRQ 0 included, is an ordinary INT entry
+    /// on the IOAPIC pin of the same number, and nothing is ExtINT through
+    /// the IOAPIC (the PIC's virtual wire is LINT0, a local entry).
+    #[test]
+    fn every_isa_irq_is_an_int_entry_on_its_own_pin() {
+        let t = build(layout::MPTABLE_ADDR, 1, &[PciIntx { slot: 5, pin: 1, gsi: 17 }]).unwrap();
+        let io = io_interrupts(&t);
+        let isa: Vec<_> = io.iter().filter(|e| e.1 == ISA_BUS_ID).collect();
+        assert_eq!(isa.len(), 16);
+        for irq in 0..16u8 {
+            assert!(isa.contains(&&(MP_INT, ISA_BUS_ID, irq, irq)), "ISA IRQ {irq}: {isa:?}");
+        }
+        assert!(io.iter().all(|e| e.0 == MP_INT), "no ExtINT/NMI/SMI through the IOAPIC: {io:?}");
+        // PCI INTx goes to pins above the ISA range.
+        assert!(io.contains(&(MP_INT, PCI_BUS_ID, 5 << 2, 17)), "{io:?}");
+        assert!(io.iter().filter(|e| e.1 == PCI_BUS_ID).all(|e| e.3 >= ISA_IRQS && e.3 < IOAPIC_PINS));
     }
 
     #[test]

@@ -1,34 +1,35 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 //! End to end with the real Linux guest from the guest kit: its stock
-//! i6300esb driver, the in-kernel feeder, and kennel's events read through
-//! the real QMP client. About 10 s per boot on a PVM host.
+//! i6300esb driver, the host's feeder (the in-kernel feeder on PVM hosts,
+//! busybox `watchdog` in user space on real KVM), and kennel's events read
+//! through the real QMP client. About 10 s per boot on a PVM host.
 
 mod common;
 
 use std::time::Duration;
 
 use common::qmp::{seconds_between, QmpWatch};
-use common::{feeder_cmdline, kvm_or_skip, linux_guest, scratch, Kennel, LINUX_BOOT};
+use common::{feeder_cmdline, kvm_or_skip, linux_guest, start_with_qmp, Feeder, Kennel, LINUX_BOOT};
 use serde_json::json;
 
+/// The guest kit with a feeder: `kernel` is the in-kernel feeder's options,
+/// `daemon` the rootfs's (busybox `watchdog`); which is used depends on the
+/// host (`Feeder::for_host`).
+fn start_fed(name: &str, kernel: &str, daemon: &str) -> (Kennel, QmpWatch, Feeder) {
+    let feeder = Feeder::for_host();
+    let (k, q) = match feeder {
+        Feeder::Kernel => start(name, &feeder_cmdline(&format!("i6300esb.heartbeat=4 {kernel}")), &[]),
+        Feeder::Daemon => {
+            let rootfs = linux_guest().join("rootfs.ext4");
+            let cmdline = feeder_cmdline(&format!("i6300esb.heartbeat=4 root=/dev/vda ro {daemon}"));
+            start(name, &cmdline, &["--rootfs", rootfs.to_str().unwrap(), "--rootfs-readonly"])
+        }
+    };
+    (k, q, feeder)
+}
+
 fn start(name: &str, cmdline: &str, extra: &[&str]) -> (Kennel, QmpWatch) {
-    let sock = scratch(&format!("{name}.qmp"));
-    let _ = std::fs::remove_file(&sock);
-    let vmlinux = linux_guest().join("vmlinux");
-    let mut args = vec![
-        "run",
-        "--kernel",
-        vmlinux.to_str().unwrap(),
-        "--cmdline",
-        cmdline,
-        "--qmp",
-        sock.to_str().unwrap(),
-        "--start-paused",
-    ];
-    args.extend_from_slice(extra);
-    let k = Kennel::start(&args);
-    let q = QmpWatch::connect(&sock, true);
-    (k, q)
+    start_with_qmp(name, &linux_guest().join("vmlinux"), cmdline, extra)
 }
 
 #[test]
@@ -36,8 +37,11 @@ fn linux_boots_the_stock_driver_binds_and_a_healthy_guest_is_reported_alive() {
     if !kvm_or_skip("linux_boots_the_stock_driver_binds_and_a_healthy_guest_is_reported_alive") {
         return;
     }
-    let cmdline = feeder_cmdline("i6300esb.heartbeat=4 kennel_feeder.interval_ms=500 kennel_feeder.count=0");
-    let (mut k, mut q) = start("healthy", &cmdline, &[]);
+    let (mut k, mut q, feeder) = start_fed(
+        "healthy",
+        "kennel_feeder.interval_ms=500 kennel_feeder.count=0",
+        "kennel.wdt_period=500ms kennel.wdt_timeout=4",
+    );
     let ff = q.wait_event("WATCHDOG_FIRST_FEED", Some(1), LINUX_BOOT);
     assert!(ff.is_some(), "no first feed\n{}", k.transcript());
     // The guest's own account: PCI enumeration shows both functions with
@@ -48,9 +52,12 @@ fn linux_boots_the_stock_driver_binds_and_a_healthy_guest_is_reported_alive() {
         "pci 0000:00:04.0: [8086:25ab] type 00 class 0x088000",
         "pci 0000:00:04.0: BAR 0 [mem 0xc0000000-0xc000000f]",
         "i6300ESB timer 0000:00:04.0: initialized. heartbeat=4 sec",
-        "kennel_feeder: opened /dev/watchdog",
-        "kennel_feeder: bootstatus=0x0",
-    ] {
+    ]
+    .into_iter()
+    .chain(match feeder {
+        Feeder::Kernel => ["kennel_feeder: opened /dev/watchdog", "kennel_feeder: bootstatus=0x0"],
+        Feeder::Daemon => ["kennel-guest: watchdog bootstatus=0", "kennel-guest: watchdog daemon started"],
+    }) {
         assert!(
             k.wait_for(needle, Duration::from_secs(5)).is_some()
                 || k.stdout.iter().any(|l| l.contains(needle)),
@@ -78,11 +85,13 @@ fn linux_watchdog_reset_and_the_first_feed_after_it() {
     if !kvm_or_skip("linux_watchdog_reset_and_the_first_feed_after_it") {
         return;
     }
-    // One feed per boot, then the feeder stops with the device open.
-    let cmdline = feeder_cmdline(
-        "i6300esb.heartbeat=4 kennel_feeder.interval_ms=1000 kennel_feeder.count=1 kennel_feeder.close=none",
+    // One feed per boot, then the feeder stops with the device open (the
+    // daemon is killed right after its first feed: no magic close).
+    let (mut k, mut q, feeder) = start_fed(
+        "reset",
+        "kennel_feeder.interval_ms=1000 kennel_feeder.count=1 kennel_feeder.close=none",
+        "kennel.wdt_period=10 kennel.wdt_timeout=4 kennel.wdt_stop_after=1",
     );
-    let (mut k, mut q) = start("reset", &cmdline, &[]);
     let ff2 = q.wait_event("WATCHDOG_FIRST_FEED", Some(2), 2 * LINUX_BOOT);
     assert!(ff2.is_some(), "cycle 2 never fed\n{:?}\n{}", q.sequence(), k.transcript());
     let seq: Vec<(String, u64)> = q.sequence();
@@ -114,8 +123,9 @@ fn linux_watchdog_reset_and_the_first_feed_after_it() {
         "expired {got:.3}s after the feed, nominal {nominal:.3}s"
     );
     // The next boot's driver saw the card-reset flag the 6300ESB kept.
+    let card_reset = feeder.card_reset_line();
     assert!(
-        k.wait_for("kennel_feeder: bootstatus=0x20", Duration::from_secs(5)).is_some(),
+        k.wait_for(card_reset, Duration::from_secs(5)).is_some() || k.stdout.iter().any(|l| l.contains(card_reset)),
         "cycle 2 did not see the timeout flag\n{}",
         k.transcript()
     );

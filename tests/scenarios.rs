@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::qmp::QmpWatch;
-use common::{kennel_bin, kvm_or_skip, linux_guest, repo, scratch};
+use common::{kennel_bin, kvm_or_skip, linux_guest, repo, scratch, Feeder};
 
 struct Run {
     events: Vec<(String, u64, String)>,
@@ -99,7 +99,14 @@ fn scenario_healthy() {
     );
     assert!(!r.events.iter().any(|e| e.0 == "WATCHDOG" || e.0 == "BOOT_DEADLINE_MISSED"), "{:?}", r.events);
     assert!(r.console.contains("EXT4-fs (vda): mounted filesystem"), "root disk not mounted");
-    assert!(r.console.contains("Run /sbin/kennel-spin as init process"));
+    match Feeder::for_host() {
+        Feeder::Kernel => assert!(r.console.contains("Run /sbin/kennel-spin as init process")),
+        Feeder::Daemon => {
+            assert!(r.console.contains("Run /sbin/init as init process"), "{}", r.console);
+            assert!(r.console.contains("kennel-guest: watchdog daemon started"), "{}", r.console);
+            assert!(r.console.contains("kennel-guest: watchdog bootstatus=0"), "{}", r.console);
+        }
+    }
 }
 
 #[test]
@@ -124,10 +131,7 @@ fn scenario_hang_then_recover() {
             ev("WATCHDOG_FIRST_FEED", 2, ""),
         ],
     );
-    assert!(
-        r.console.contains("kennel_feeder: bootstatus=0x20 (card reset)"),
-        "cycle 2 missed the card reset"
-    );
+    assert!(r.console.contains(Feeder::for_host().card_reset_line()), "cycle 2 missed the card reset");
 }
 
 #[test]
@@ -153,6 +157,9 @@ fn scenario_reset_then_io_error() {
     );
     assert!(!r.events.iter().any(|e| e.0 == "WATCHDOG_FIRST_FEED" && e.1 == 2), "{:?}", r.events);
     assert!(r.console.contains("I/O error, dev vda"), "no disk I/O errors on the console");
+    if Feeder::for_host() == Feeder::Daemon {
+        assert!(r.console.contains("kennel-guest: watchdog daemon killed after 3s"), "{}", r.console);
+    }
     assert!(r.console.contains("VFS: Unable to mount root fs"), "no root mount failure on the console");
 }
 
@@ -198,6 +205,9 @@ fn scenario_never_arms() {
     let miss = r.events.iter().position(|e| e.0 == "BOOT_DEADLINE_MISSED").unwrap();
     assert!(!r.events[..miss].iter().any(|e| e.0 == "WATCHDOG_ARMED"), "{:?}", r.events);
     assert!(r.console.contains("i6300ESB timer 0000:00:04.0: initialized"), "the driver should still bind");
+    if Feeder::for_host() == Feeder::Daemon {
+        assert!(r.console.contains("kennel-guest: watchdog daemon not started"), "{}", r.console);
+    }
 }
 
 #[test]

@@ -24,7 +24,7 @@ pub fn kvm_or_skip(test: &str) -> bool {
     match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("\n*** SKIPPED {test}: /dev/kvm is not usable here ({e}); this test needs KVM ***\n");
+            skip(test, &format!("/dev/kvm is not usable here ({e}); this test needs KVM"));
             false
         }
     }
@@ -32,6 +32,55 @@ pub fn kvm_or_skip(test: &str) -> bool {
 
 pub fn host_is_pvm() -> bool {
     Path::new("/sys/module/kvm_pvm").exists()
+}
+
+/// Says loudly that a test cannot run on this host, on the real stderr
+/// (not the test harness's captured one), so `scripts/test` can count it.
+/// The test then checks nothing and must not be mistaken for a pass.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "\n*** SKIPPED {test}: {why} ***\n");
+}
+
+/// True on real KVM (VT-x/AMD-V, bare metal or nested), where guest user
+/// space runs. On a PVM host it says so loudly and the test must return.
+pub fn real_kvm_or_skip(test: &str) -> bool {
+    if !kvm_or_skip(test) {
+        return false;
+    }
+    if host_is_pvm() {
+        skip(test, "needs real KVM (guest user space or secondary vCPUs); this host's /dev/kvm is PVM");
+        return false;
+    }
+    true
+}
+
+/// Who feeds the Linux guest's watchdog: on PVM hosts guest user space
+/// cannot make system calls, so the kit's in-kernel feeder stands in; on
+/// real KVM the rootfs's busybox init starts busybox `watchdog`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feeder {
+    Kernel,
+    Daemon,
+}
+
+impl Feeder {
+    pub fn for_host() -> Feeder {
+        if host_is_pvm() {
+            Feeder::Kernel
+        } else {
+            Feeder::Daemon
+        }
+    }
+
+    /// The console line the next boot prints when the 6300ESB's timeout
+    /// flag survived a watchdog reset (WDIOF_CARDRESET, 0x20).
+    pub fn card_reset_line(self) -> &'static str {
+        match self {
+            Feeder::Kernel => "kennel_feeder: bootstatus=0x20 (card reset)",
+            Feeder::Daemon => "kennel-guest: watchdog bootstatus=32",
+        }
+    }
 }
 
 /// Builds the tiny test guests once per test binary.
@@ -67,9 +116,49 @@ pub fn linux_guest() -> PathBuf {
     .clone()
 }
 
+/// Builds Debian's stock kernel guest once (`scripts/build-guest --stock`)
+/// and returns the directory holding its `vmlinuz` and `initrd.cpio.gz`.
+pub fn stock_guest() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = std::env::var_os("KENNEL_GUEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("target/guest"));
+        let st = Command::new(repo().join("scripts/build-guest"))
+            .arg("--stock")
+            .env("KENNEL_GUEST_DIR", &out)
+            .status()
+            .expect("run scripts/build-guest --stock");
+        assert!(st.success(), "scripts/build-guest --stock failed");
+        out.join("stock")
+    })
+    .clone()
+}
+
 /// How long a Linux boot may take to reach the watchdog: ~10 s on our PVM
 /// hosts, under a second on real KVM; generous for a loaded CI machine.
 pub const LINUX_BOOT: Duration = Duration::from_secs(180);
+
+/// Starts kennel held at `--start-paused` with a QMP socket and a real QMP
+/// client connected (which lets it run), so no event is missed.
+pub fn start_with_qmp(name: &str, kernel: &Path, cmdline: &str, extra: &[&str]) -> (Kennel, qmp::QmpWatch) {
+    let sock = scratch(&format!("{name}.qmp"));
+    let _ = std::fs::remove_file(&sock);
+    let mut args = vec![
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--cmdline",
+        cmdline,
+        "--qmp",
+        sock.to_str().unwrap(),
+        "--start-paused",
+    ];
+    args.extend_from_slice(extra);
+    let k = Kennel::start(&args);
+    let q = qmp::QmpWatch::connect(&sock, true);
+    (k, q)
+}
 
 /// The guest command line for the feeder scenarios.
 pub fn feeder_cmdline(extra: &str) -> String {

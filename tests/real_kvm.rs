@@ -28,6 +28,7 @@ fn kit_from_rootfs(name: &str, cmdline_extra: &str, extra: &[&str]) -> (Kennel, 
 fn console_has(k: &mut Kennel, needle: &str, n: usize, timeout: Duration) -> bool {
     let end = std::time::Instant::now() + timeout;
     loop {
+        k.collect();
         if k.stdout.iter().filter(|l| l.contains(needle)).count() >= n {
             return true;
         }
@@ -42,7 +43,7 @@ fn seq_of(q: &QmpWatch) -> Vec<(String, u64)> {
     q.sequence()
 }
 
-fn assert_prefix(q: &QmpWatch, want: &[(&str, u64)], k: &Kennel) {
+fn assert_prefix(q: &QmpWatch, want: &[(&str, u64)], k: &mut Kennel) {
     let seq = seq_of(q);
     let got: Vec<(&str, u64)> = seq.iter().map(|(n, c)| (n.as_str(), *c)).collect();
     assert!(got.len() >= want.len() && got[..want.len()] == *want, "events {got:?}, want {want:?}\n{}", k.transcript());
@@ -73,7 +74,7 @@ fn smp(vcpus: u8) {
             ("WATCHDOG_ARMED", 2),
             ("WATCHDOG_FIRST_FEED", 2),
         ],
-        &k,
+        &mut k,
     );
     let brought_up = format!("smp: Brought up 1 node, {vcpus} CPUs");
     let online = format!("kennel-guest: cpus online 0-{}", vcpus - 1);
@@ -152,7 +153,7 @@ fn debian_stock_kernel_binds_its_stock_driver_and_comes_back_after_a_watchdog_re
             ("WATCHDOG_ARMED", 2),
             ("WATCHDOG_FIRST_FEED", 2),
         ],
-        &k,
+        &mut k,
     );
     let version = std::fs::read_to_string(stock.join("version")).unwrap();
     for needle in [

@@ -253,6 +253,13 @@ impl Kennel {
         }
     }
 
+    /// Takes in the lines that have arrived, without waiting.
+    pub fn collect(&mut self) {
+        while let Ok(l) = self.lines.try_recv() {
+            self.take(l);
+        }
+    }
+
     fn drain(&mut self) {
         while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(100)) {
             self.take(l);
@@ -269,8 +276,10 @@ impl Kennel {
         self.drain();
     }
 
-    /// Everything seen so far, for assertion messages.
-    pub fn transcript(&self) -> String {
+    /// Everything kennel printed so far (lines not yet waited for
+    /// included), for assertion messages.
+    pub fn transcript(&mut self) -> String {
+        self.collect();
         format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout.join("\n"), self.stderr.join("\n"))
     }
 }

@@ -173,13 +173,37 @@ fn run_loop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
                 message: "KVM reported an internal error (emulation failure)".into(),
                 generation: ctx.generation,
             },
-            Outcome::Reset(source) => VmRequest::GuestReset { source, generation: ctx.generation },
+            Outcome::Reset(source) => {
+                if source == exits::ResetSource::TripleFault {
+                    log_triple_fault(vcpu, ctx.id);
+                }
+                VmRequest::GuestReset { source, generation: ctx.generation }
+            }
             Outcome::PowerOff => VmRequest::GuestPowerOff { generation: ctx.generation },
             Outcome::Fatal(message) => VmRequest::Fatal { vcpu: ctx.id, message, generation: ctx.generation },
         };
         ctx.requests.send(request);
         // The main loop decides what happens next; this vCPU waits for it.
         ctx.control.set_if_running(RunState::Paused);
+    }
+}
+
+/// A triple fault resets the VM like any reset, but it usually means the
+/// guest crashed before it could report anything: where it was is the one
+/// clue an operator gets, so say it.
+fn log_triple_fault(vcpu: &VcpuFd, id: u8) {
+    match (vcpu.get_regs(), vcpu.get_sregs()) {
+        (Ok(r), Ok(s)) => log::info!(
+            "vCPU {id} triple-faulted at RIP {:#x} (RSP {:#x}, CR0 {:#x}, CR2 {:#x}, CR3 {:#x}, CR4 {:#x}, EFER {:#x})",
+            r.rip,
+            r.rsp,
+            s.cr0,
+            s.cr2,
+            s.cr3,
+            s.cr4,
+            s.efer
+        ),
+        (Err(e), _) | (_, Err(e)) => log::info!("vCPU {id} triple-faulted (registers unreadable: {e})"),
     }
 }
 

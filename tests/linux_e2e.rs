@@ -118,14 +118,25 @@ fn linux_watchdog_reset_and_the_first_feed_after_it() {
     let nominal = armed["data"]["timeout_ms"].as_f64().unwrap() / 1000.0;
     assert!((nominal - 4.0265).abs() < 0.01, "heartbeat 4 gives 4096 counts of 983.04 us: {armed}");
     let got = seconds_between(&ff1, &wd);
-    assert!(
-        (got - nominal).abs() < (nominal * 0.1).min(0.5),
-        "expired {got:.3}s after the feed, nominal {nominal:.3}s"
-    );
+    match feeder {
+        Feeder::Kernel => assert!(
+            (got - nominal).abs() < (nominal * 0.1).min(0.5),
+            "expired {got:.3}s after the feed, nominal {nominal:.3}s"
+        ),
+        // busybox feeds twice (its timeout ioctl reloads, then its first
+        // write) and events carry only the first: the last feed comes
+        // before the daemon is killed, 1 s after it starts. The exact
+        // timing is the kernel feeder's and the tiny guests' to prove.
+        Feeder::Daemon => assert!(
+            got > nominal - 0.05 && got < nominal + 1.0 + 0.5,
+            "expired {got:.3}s after the first feed; nominal {nominal:.3}s, daemon killed 1 s after it started"
+        ),
+    }
     // The next boot's driver saw the card-reset flag the 6300ESB kept.
     let card_reset = feeder.card_reset_line();
     assert!(
-        k.wait_for(card_reset, Duration::from_secs(5)).is_some() || k.stdout.iter().any(|l| l.contains(card_reset)),
+        k.wait_for(card_reset, Duration::from_secs(5)).is_some()
+            || k.stdout.iter().any(|l| l.contains(card_reset)),
         "cycle 2 did not see the timeout flag\n{}",
         k.transcript()
     );

@@ -238,7 +238,11 @@ fn hammered(name: &str, cmdline: &str, extra: &[&str]) {
         "{name}: worst query-status {worst:?}; {ev} events and {logs} log/console lines over {cycles} boot cycles in ~9 s; RSS {rss} KiB"
     );
     assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", k.transcript());
-    assert!(worst < Duration::from_millis(200), "{name}: QMP took {worst:?}");
+    // Starvation would show as seconds. A round trip takes ~15 ms here on
+    // PVM and ~250 ms on an emulated nested KVM host (its CPU is emulated,
+    // ~10-50x slower) while the guest resets as fast as it can; the figure
+    // is printed above for the record, and speed lives in scripts/bench.
+    assert!(worst < Duration::from_secs(1), "{name}: QMP took {worst:?}");
     assert!(rss < 64 * 1024, "{name}: RSS {rss} KiB");
     // Whatever the guest does within a boot cycle, it costs a handful of
     // events and log lines (BOOT, ARMED, PRETIMEOUT, WATCHDOG, RESET; rate

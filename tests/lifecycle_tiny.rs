@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::qmp::{seconds_between, QmpWatch};
-use common::{kvm_or_skip, scratch, test_guest, Kennel};
+use common::{kvm_or_skip, scratch, test_guest, Kennel, RESET_STORY};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(20);
@@ -58,20 +58,7 @@ fn watchdog_reset_then_first_feed_of_the_next_cycle() {
     let ff2 = q.wait_event("WATCHDOG_FIRST_FEED", Some(2), T).unwrap_or_else(|| panic!("{}", k.transcript()));
     assert_eq!(ff2["data"]["cycle"], 2);
     let seq = q.sequence();
-    assert_subsequence(
-        &seq,
-        &[
-            ("BOOT", 1),
-            ("WATCHDOG_ARMED", 1),
-            ("WATCHDOG_FIRST_FEED", 1),
-            ("WATCHDOG_PRETIMEOUT", 1),
-            ("WATCHDOG", 1),
-            ("RESET", 1),
-            ("BOOT", 2),
-            ("WATCHDOG_ARMED", 2),
-            ("WATCHDOG_FIRST_FEED", 2),
-        ],
-    );
+    assert_subsequence(&seq, &RESET_STORY);
     // Three feeds per cycle, one first feed.
     let ff1 = seq.iter().filter(|(n, c)| n == "WATCHDOG_FIRST_FEED" && *c == 1).count();
     assert_eq!(ff1, 1, "{seq:?}");

@@ -9,7 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::qmp::{seconds_between, QmpWatch};
-use common::{feeder_cmdline, kvm_or_skip, linux_guest, start_with_qmp, Feeder, Kennel, LINUX_BOOT};
+use common::{
+    feeder_cmdline, kvm_or_skip, linux_guest, start_with_qmp, Feeder, Kennel, LINUX_BOOT, RESET_STORY,
+};
 use serde_json::json;
 
 /// The guest kit with a feeder: `kernel` is the in-kernel feeder's options,
@@ -95,17 +97,7 @@ fn linux_watchdog_reset_and_the_first_feed_after_it() {
     let ff2 = q.wait_event("WATCHDOG_FIRST_FEED", Some(2), 2 * LINUX_BOOT);
     assert!(ff2.is_some(), "cycle 2 never fed\n{:?}\n{}", q.sequence(), k.transcript());
     let seq: Vec<(String, u64)> = q.sequence();
-    let want = [
-        ("BOOT", 1),
-        ("WATCHDOG_ARMED", 1),
-        ("WATCHDOG_FIRST_FEED", 1),
-        ("WATCHDOG_PRETIMEOUT", 1),
-        ("WATCHDOG", 1),
-        ("RESET", 1),
-        ("BOOT", 2),
-        ("WATCHDOG_ARMED", 2),
-        ("WATCHDOG_FIRST_FEED", 2),
-    ];
+    let want = RESET_STORY;
     let got: Vec<(&str, u64)> = seq.iter().map(|(n, c)| (n.as_str(), *c)).collect();
     assert_eq!(&got[..want.len()], &want, "{seq:?}");
     let wd = q.wait_event("WATCHDOG", Some(1), Duration::ZERO).unwrap();

@@ -45,9 +45,17 @@ fn events(path: &Path) -> Vec<Value> {
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
+/// The newest BOOT's cycle. Reads only the file's tail: polled every
+/// 50 ms over thousands of events, reading it all would make the test
+/// compete with kennel for the CPU (it did, on an emulated nested host).
 fn max_boot(path: &Path) -> u64 {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
+    use std::io::{Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else { return 0 };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096)));
+    let mut tail = String::new();
+    let _ = f.read_to_string(&mut tail);
+    tail.lines()
         .rev()
         .find_map(|l| {
             let v: Value = serde_json::from_str(l).ok()?;
@@ -122,7 +130,9 @@ fn a_thousand_watchdog_resets_lose_nothing_and_leak_nothing() {
     wait_cycle(&mut k, &path, 50, Duration::from_secs(60));
     let early = usage(k.pid());
     let t50 = Instant::now();
-    wait_cycle(&mut k, &path, CYCLES + 1, Duration::from_secs(240));
+    // A safety net, not a speed check: ~55 s on PVM, 3-8 minutes on an
+    // emulated nested KVM host.
+    wait_cycle(&mut k, &path, CYCLES + 1, Duration::from_secs(900));
     let late = usage(k.pid());
     let rate = (CYCLES - 49) as f64 / t50.elapsed().as_secs_f64();
     signal(&k, libc::SIGTERM);
@@ -158,7 +168,10 @@ fn a_thousand_watchdog_resets_lose_nothing_and_leak_nothing() {
     assert!(late.rss_kib <= early.rss_kib + 4096, "RSS grew: {early:?} -> {late:?}");
     assert!(late.pss_kib <= early.pss_kib + 4096, "PSS grew: {early:?} -> {late:?}");
     assert!(late.fds <= early.fds + ONE_VM_IN_TEARDOWN_FDS, "fds grew: {early:?} -> {late:?}");
-    assert!(late.threads <= early.threads + 1, "threads grew: {early:?} -> {late:?}");
+    // Threads: the main thread, the one vCPU's, and the teardown helper.
+    // A sample taken between two VMs sees fewer, so the bound is absolute
+    // (a sample at cycle 50 once saw only the main thread).
+    assert!(late.threads <= 3, "threads grew: {early:?} -> {late:?}");
 }
 
 /// A negotiated raw QMP client.

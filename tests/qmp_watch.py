@@ -45,15 +45,18 @@ async def main():
     ap.add_argument("--cont", action="store_true")
     a = ap.parse_args()
     qmp = QMPClient("kennel-test")
-    for _ in range(200):
+    # kennel creates the socket once its checks pass: seconds on a slow
+    # (emulated nested) host.
+    deadline = asyncio.get_running_loop().time() + 90
+    while True:
         try:
             await qmp.connect(a.socket)
             break
         except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                out({"error": "cannot connect"})
+                return
             await asyncio.sleep(0.05)
-    else:
-        out({"error": "cannot connect"})
-        return
     out({"connected": True})
     ev = asyncio.create_task(events(qmp))
     await asyncio.sleep(0)

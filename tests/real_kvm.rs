@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::qmp::QmpWatch;
 use common::{
     kvm_or_skip, linux_guest, real_kvm_or_skip, start_with_qmp, stock_guest, Feeder, Kennel, LINUX_BOOT,
+    RESET_STORY,
 };
 
 const BASE: &str = "console=ttyS0 reboot=k panic=1 i6300esb.heartbeat=4";
@@ -67,21 +68,7 @@ fn smp(vcpus: u8) {
     );
     let ff2 = q.wait_event("WATCHDOG_FIRST_FEED", Some(2), 3 * LINUX_BOOT);
     assert!(ff2.is_some(), "{:?}\n{}", q.sequence(), k.transcript());
-    assert_prefix(
-        &q,
-        &[
-            ("BOOT", 1),
-            ("WATCHDOG_ARMED", 1),
-            ("WATCHDOG_FIRST_FEED", 1),
-            ("WATCHDOG_PRETIMEOUT", 1),
-            ("WATCHDOG", 1),
-            ("RESET", 1),
-            ("BOOT", 2),
-            ("WATCHDOG_ARMED", 2),
-            ("WATCHDOG_FIRST_FEED", 2),
-        ],
-        &mut k,
-    );
+    assert_prefix(&q, &RESET_STORY, &mut k);
     let brought_up = format!("smp: Brought up 1 node, {vcpus} CPUs");
     let online = format!("kennel-guest: cpus online 0-{}", vcpus - 1);
     for needle in [brought_up.as_str(), online.as_str()] {
@@ -159,21 +146,7 @@ fn debian_stock_kernel_binds_its_stock_driver_and_comes_back_after_a_watchdog_re
     );
     let ff2 = q.wait_event("WATCHDOG_FIRST_FEED", Some(2), 3 * LINUX_BOOT);
     assert!(ff2.is_some(), "{:?}\n{}", q.sequence(), k.transcript());
-    assert_prefix(
-        &q,
-        &[
-            ("BOOT", 1),
-            ("WATCHDOG_ARMED", 1),
-            ("WATCHDOG_FIRST_FEED", 1),
-            ("WATCHDOG_PRETIMEOUT", 1),
-            ("WATCHDOG", 1),
-            ("RESET", 1),
-            ("BOOT", 2),
-            ("WATCHDOG_ARMED", 2),
-            ("WATCHDOG_FIRST_FEED", 2),
-        ],
-        &mut k,
-    );
+    assert_prefix(&q, &RESET_STORY, &mut k);
     let version = std::fs::read_to_string(stock.join("version")).unwrap();
     for needle in [
         format!("Linux version {}", version.trim()),

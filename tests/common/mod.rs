@@ -98,42 +98,48 @@ pub fn test_guest(name: &str) -> PathBuf {
     dir.join(format!("{name}.elf"))
 }
 
-/// Builds the Linux guest kit once (cached by scripts/build-guest) and
-/// returns the directory holding vmlinux, bzImage and rootfs.ext4.
-pub fn linux_guest() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = std::env::var_os("KENNEL_GUEST_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("target/guest"));
-        let st = Command::new(repo().join("scripts/build-guest"))
-            .env("KENNEL_GUEST_DIR", &out)
-            .status()
-            .expect("run scripts/build-guest");
-        assert!(st.success(), "scripts/build-guest failed");
-        out
-    })
-    .clone()
+/// Runs `scripts/build-guest` (cached by a hash of its inputs) with
+/// `args` once per test binary and returns the guest directory.
+fn built_guest(args: &'static [&'static str]) -> PathBuf {
+    let out = std::env::var_os("KENNEL_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/guest"));
+    let st = Command::new(repo().join("scripts/build-guest"))
+        .args(args)
+        .env("KENNEL_GUEST_DIR", &out)
+        .status()
+        .expect("run scripts/build-guest");
+    assert!(st.success(), "scripts/build-guest {args:?} failed");
+    out
 }
 
-/// Builds Debian's stock kernel guest once (`scripts/build-guest --stock`)
-/// and returns the directory holding its `vmlinuz` and `initrd.cpio.gz`.
+/// The Linux guest kit: the directory holding vmlinux, bzImage,
+/// rootfs.ext4 and initrd.cpio.gz.
+pub fn linux_guest() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| built_guest(&[])).clone()
+}
+
+/// Debian's stock kernel as a guest (`scripts/build-guest --stock`): the
+/// directory holding its `vmlinuz`, `initrd.cpio.gz` and `version`.
 pub fn stock_guest() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let out = std::env::var_os("KENNEL_GUEST_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("target/guest"));
-        let st = Command::new(repo().join("scripts/build-guest"))
-            .arg("--stock")
-            .env("KENNEL_GUEST_DIR", &out)
-            .status()
-            .expect("run scripts/build-guest --stock");
-        assert!(st.success(), "scripts/build-guest --stock failed");
-        out.join("stock")
-    })
-    .clone()
+    DIR.get_or_init(|| built_guest(&["--stock"]).join("stock")).clone()
 }
+
+/// A watchdog reset cycle as a monitor sees it: armed, fed, expired, reset,
+/// and back to the first feed of cycle 2.
+pub const RESET_STORY: [(&str, u64); 9] = [
+    ("BOOT", 1),
+    ("WATCHDOG_ARMED", 1),
+    ("WATCHDOG_FIRST_FEED", 1),
+    ("WATCHDOG_PRETIMEOUT", 1),
+    ("WATCHDOG", 1),
+    ("RESET", 1),
+    ("BOOT", 2),
+    ("WATCHDOG_ARMED", 2),
+    ("WATCHDOG_FIRST_FEED", 2),
+];
 
 /// How long a Linux boot may take to reach the watchdog: ~10 s on our PVM
 /// hosts, under a second on real KVM; generous for a loaded CI machine.

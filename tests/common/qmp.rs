@@ -47,7 +47,9 @@ impl QmpWatch {
             }
         });
         let mut w = QmpWatch { child, stdin, rx, events: Vec::new() };
-        let first = w.next(Duration::from_secs(20)).expect("qmp_watch.py said nothing");
+        // Generous: Python's start-up alone takes seconds on an emulated
+        // nested KVM host.
+        let first = w.next(Duration::from_secs(120)).expect("qmp_watch.py said nothing");
         assert_eq!(first, json!({"connected": true}), "QMP connection failed");
         w
     }

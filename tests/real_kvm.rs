@@ -42,12 +42,8 @@ fn console_has(k: &mut Kennel, needle: &str, n: usize, timeout: Duration) -> boo
     }
 }
 
-fn seq_of(q: &QmpWatch) -> Vec<(String, u64)> {
-    q.sequence()
-}
-
 fn assert_prefix(q: &QmpWatch, want: &[(&str, u64)], k: &mut Kennel) {
-    let seq = seq_of(q);
+    let seq = q.sequence();
     let got: Vec<(&str, u64)> = seq.iter().map(|(n, c)| (n.as_str(), *c)).collect();
     assert!(
         got.len() >= want.len() && got[..want.len()] == *want,

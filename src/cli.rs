@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::lifecycle::{DeadlineAction, WatchdogAction};
+use crate::supervision::lifecycle::{DeadlineAction, WatchdogAction};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,7 +55,7 @@ pub struct RunArgs {
     pub memory: u64,
 
     /// Number of vCPUs.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=crate::boot::MAX_VCPUS as i64))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=crate::machine::boot::MAX_VCPUS as i64))]
     pub vcpus: u8,
 
     /// Turn a guest reset into a clean exit (status 0) instead of rebooting,
@@ -106,7 +106,7 @@ pub struct RunArgs {
     pub fault: Vec<String>,
 
     /// Seed for probabilistic faults, so a run can be repeated exactly.
-    #[arg(long, value_name = "N", default_value_t = crate::faults::DEFAULT_SEED)]
+    #[arg(long, value_name = "N", default_value_t = crate::supervision::faults::DEFAULT_SEED)]
     pub fault_seed: u64,
 
     /// Do not start the VM until a QMP client sends `cont` (as QEMU's -S),

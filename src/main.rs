@@ -16,12 +16,12 @@ fn main() {
         Command::Run(args) => match kennel::run::run(args) {
             Ok(code) => code,
             Err(e) => {
-                kennel::terminal::restore();
+                kennel::host::terminal::restore();
                 eprintln!("kennel: {e}");
                 e.exit_code()
             }
         },
-        Command::Timeline { input, output } => match kennel::timeline::run(&input, &output) {
+        Command::Timeline { input, output } => match kennel::interfaces::timeline::run(&input, &output) {
             Ok(()) => exit_code::CLEAN,
             Err(e) => {
                 eprintln!("kennel: {e}");
@@ -29,7 +29,7 @@ fn main() {
             }
         },
     };
-    kennel::terminal::restore();
+    kennel::host::terminal::restore();
     std::process::exit(code);
 }
 

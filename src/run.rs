@@ -8,20 +8,20 @@ use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use crate::cli::RunArgs;
 use kennel_devices::bus::lock;
 
-use crate::controller::{Controller, ControllerConfig, ControllerError, ControllerHandle};
-use crate::events::{EventHub, JsonLinesSink, LogSink};
+use crate::supervision::controller::{Controller, ControllerConfig, ControllerError, ControllerHandle};
+use crate::supervision::events::{EventHub, JsonLinesSink, LogSink};
 use crate::exit_code;
-use crate::faults::FaultPlan;
-use crate::host::{self, HostError};
-use crate::lifecycle;
-use crate::pvm;
-use crate::qmp::QmpServer;
-use crate::rootdisk::RootDisk;
-use crate::seccomp::{self, ThreadKind};
-use crate::signals::StopSignals;
-use crate::terminal::RawMode;
-use crate::vcpu::{self, VcpuError};
-use crate::vm::{self, VmConfig};
+use crate::supervision::faults::FaultPlan;
+use crate::host::kvm::{self, HostError};
+use crate::supervision::lifecycle;
+use crate::machine::pvm;
+use crate::interfaces::qmp::QmpServer;
+use crate::host::rootdisk::RootDisk;
+use crate::host::seccomp::{self, ThreadKind};
+use crate::host::signals::StopSignals;
+use crate::host::terminal::RawMode;
+use crate::machine::vcpu::{self, VcpuError};
+use crate::machine::vm::{self, VmConfig};
 
 /// Errors starting `kennel run`.
 #[derive(Debug, thiserror::Error)]
@@ -33,19 +33,19 @@ pub enum RunError {
     #[error(transparent)]
     Controller(#[from] ControllerError),
     #[error(transparent)]
-    Signals(#[from] crate::signals::SignalError),
+    Signals(#[from] crate::host::signals::SignalError),
     #[error("cannot open the events file: {0}")]
-    Events(#[from] crate::events::Error),
+    Events(#[from] crate::supervision::events::Error),
     #[error("cannot serve QMP: {0}")]
-    Qmp(#[from] crate::qmp::ServerError),
+    Qmp(#[from] crate::interfaces::qmp::ServerError),
     #[error(transparent)]
-    Faults(#[from] crate::faults::FaultError),
+    Faults(#[from] crate::supervision::faults::FaultError),
     #[error(transparent)]
-    RootDisk(#[from] crate::rootdisk::RootDiskError),
+    RootDisk(#[from] crate::host::rootdisk::RootDiskError),
     #[error(transparent)]
-    Vm(#[from] crate::vm::VmError),
+    Vm(#[from] crate::machine::vm::VmError),
     #[error(transparent)]
-    Seccomp(#[from] crate::seccomp::SeccompError),
+    Seccomp(#[from] crate::host::seccomp::SeccompError),
     #[error("cannot start the event loop: {0:?}")]
     EventLoop(event_manager::Error),
     #[error("kernel image {0} does not exist")]
@@ -78,8 +78,8 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         Some(p) => Some(RootDisk::open(p, args.rootfs_readonly)?),
         None => None,
     };
-    host::check_memory(args.memory)?;
-    let kvm = host::open_kvm()?;
+    kvm::check_memory(args.memory)?;
+    let kvm = kvm::open_kvm()?;
     let pvm = pvm::host_is_pvm() && !args.no_pvm_quirks;
     if pvm {
         log::info!(

@@ -14,7 +14,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use kennel::faults::{BlockOp, Cycles, Decision, FaultError, FaultKind, FaultPlan, FaultSpec, MAX_DURATION};
+use kennel::supervision::faults::{BlockOp, Cycles, Decision, FaultError, FaultKind, FaultPlan, FaultSpec, MAX_DURATION};
 
 fn canonical(s: &FaultSpec) -> String {
     let cycles = match s.cycles.last {

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-use kennel::boot::loader::{load_kernel, EntryProtocol};
+use kennel::machine::boot::loader::{load_kernel, EntryProtocol};
 
 const MEM: u64 = 16 << 20;
 

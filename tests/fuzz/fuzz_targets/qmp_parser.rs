@@ -14,8 +14,8 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
 
-use kennel::qmp::fuzz_api::{respond_to, Framer};
-use kennel::qmp::MAX_MESSAGE;
+use kennel::interfaces::qmp::fuzz_api::{respond_to, Framer};
+use kennel::interfaces::qmp::MAX_MESSAGE;
 
 #[derive(Arbitrary, Debug)]
 enum Chunk {

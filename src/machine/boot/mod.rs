@@ -1,0 +1,11 @@
+//! Preparing guest memory and vCPU state for the first instruction.
+//! The step-by-step sequence is in README.md ("Boot sequence").
+
+pub mod cmdline;
+pub mod loader;
+pub mod mptable;
+pub mod params;
+pub mod regs;
+
+/// vCPUs an MP table fits for in the space reserved for it.
+pub const MAX_VCPUS: u8 = 32;

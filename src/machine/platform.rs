@@ -1,0 +1,203 @@
+//! The machine's devices and where they sit: ports, MMIO, PCI slots, IRQs.
+//!
+//! | what | where | interrupt |
+//! |---|---|---|
+//! | i8042 (reset line only) | ports 0x60-0x64 | - |
+//! | COM1 8250 UART | ports 0x3f8-0x3ff | IRQ 4 (irqfd) |
+//! | PCI config mechanism #1 | ports 0xcf8-0xcff | - |
+//! | 00:00.0 host bridge | PCI | - |
+//! | 00:04.0 Intel 6300ESB | PCI, BAR0 at 0xc000_0000 (16 bytes, fixed) | INTA -> GSI 16 |
+//! | 00:05.0 virtio-blk (with --rootfs) | PCI, BAR0 at 0xc000_4000 (16 KiB, fixed) | INTA -> GSI 17 |
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use kennel_devices::bus::Bus;
+use kennel_devices::clock::Clock;
+use kennel_devices::i6300esb::{EsbParams, I6300Esb, WatchdogFact, WatchdogObserver};
+use kennel_devices::i8042::{ResetRequest, I8042};
+use kennel_devices::irq::{EdgeInterrupt, InterruptLine};
+use kennel_devices::pci::bar_region::PciBarRegion;
+use kennel_devices::pci::config_io::{PciBus, PciConfigIo, CONFIG_IO_BASE, CONFIG_IO_LEN};
+use kennel_devices::pci::host_bridge::HostBridge;
+use kennel_devices::serial::Serial;
+use kennel_devices::virtio_blk::{self, BlkParams, BlockFaults, VirtioBlk};
+use kvm_ioctls::VmFd;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::machine::boot::mptable::PciIntx;
+use crate::machine::exits::{Buses, ResetSource};
+use crate::machine::layout;
+use crate::machine::requests::{RequestSender, VmRequest};
+
+/// Errors wiring devices.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("cannot place a device on the bus: {0}")]
+    Bus(#[from] kennel_devices::bus::BusError),
+    #[error("cannot add a PCI device: {0}")]
+    Pci(#[from] kennel_devices::pci::config_io::PciBusError),
+    #[error("cannot create the 6300ESB: {0}")]
+    Esb(#[from] kennel_devices::i6300esb::EsbError),
+    #[error("cannot create the virtio-blk disk: {0}")]
+    Blk(#[from] kennel_devices::virtio_blk::BlkError),
+    #[error("cannot set up an interrupt ({what}): {err}")]
+    Irq { what: &'static str, err: String },
+}
+
+pub const SERIAL_PORT: u64 = 0x3f8;
+pub const SERIAL_IRQ: u32 = 4;
+pub const I8042_PORT: u64 = 0x60;
+pub const ESB_SLOT: u8 = 4;
+pub const ESB_GSI: u8 = 16;
+pub const ESB_BAR0: u32 = layout::MMIO_HOLE_START as u32;
+pub const ESB_BAR0_SIZE: u64 = 16;
+pub const BLK_SLOT: u8 = 5;
+pub const BLK_GSI: u8 = 17;
+pub const BLK_BAR0: u32 = ESB_BAR0 + virtio_blk::BAR0_SIZE;
+
+/// The root disk for one VM build.
+pub struct DiskParams {
+    pub file: std::fs::File,
+    pub readonly: bool,
+    pub faults: Arc<dyn BlockFaults>,
+}
+
+/// What a VM build needs from outside the VM: host-side sinks and state
+/// that outlive a reset.
+pub struct PlatformParams {
+    pub console: Box<dyn Write + Send>,
+    pub clock: Arc<dyn Clock>,
+    pub requests: RequestSender,
+    /// The 6300ESB's timeout flag, kept across a system reset.
+    pub esb_timeout_flag: bool,
+    /// Distinguishes facts of this VM from a previous one's in the queue.
+    pub generation: u64,
+    pub disk: Option<DiskParams>,
+}
+
+pub struct Platform {
+    pub buses: Arc<Buses>,
+    pub serial: Arc<Mutex<Serial>>,
+    pub esb: Arc<Mutex<I6300Esb>>,
+    pub intx: Vec<PciIntx>,
+    pub requests: RequestSender,
+    pub generation: u64,
+}
+
+struct IrqFd(EventFd);
+impl EdgeInterrupt for IrqFd {
+    fn trigger(&self) {
+        // A full eventfd counter still has the interrupt pending.
+        let _ = self.0.write(1);
+    }
+}
+
+struct KvmLine {
+    vm: Arc<VmFd>,
+    gsi: u32,
+}
+impl InterruptLine for KvmLine {
+    fn set_level(&self, asserted: bool) {
+        if let Err(e) = self.vm.set_irq_line(self.gsi, asserted) {
+            log::warn!("cannot set GSI {} to {asserted}: {e}", self.gsi);
+        }
+    }
+}
+
+struct ResetToMainLoop {
+    requests: RequestSender,
+    generation: u64,
+}
+impl ResetRequest for ResetToMainLoop {
+    fn request_reset(&self) {
+        self.requests
+            .send(VmRequest::GuestReset { source: ResetSource::Keyboard, generation: self.generation });
+    }
+}
+
+/// Passes the device's facts to the main loop, except feeds after the
+/// first of each arming: those mean nothing new to the lifecycle (the device
+/// counts them), and waking the main loop for each would put two host
+/// system calls and a thread switch on every guest feed.
+struct FactsToMainLoop {
+    requests: RequestSender,
+    generation: u64,
+    fed_since_armed: AtomicBool,
+}
+impl WatchdogObserver for FactsToMainLoop {
+    fn report(&self, fact: WatchdogFact, at: std::time::Duration) {
+        match fact {
+            WatchdogFact::Fed if self.fed_since_armed.swap(true, Ordering::Relaxed) => return,
+            WatchdogFact::Armed { .. } => self.fed_since_armed.store(false, Ordering::Relaxed),
+            _ => {}
+        }
+        self.requests.send(VmRequest::Watchdog { fact, at, generation: self.generation });
+    }
+}
+
+pub fn build(
+    vm: &Arc<VmFd>,
+    mem: &Arc<GuestMemoryMmap>,
+    p: PlatformParams,
+) -> Result<Platform, PlatformError> {
+    let mut buses = Buses { pio: Bus::new(), mmio: Bus::new() };
+
+    let irq = EventFd::new(libc::EFD_NONBLOCK)
+        .map_err(|e| PlatformError::Irq { what: "serial eventfd", err: e.to_string() })?;
+    vm.register_irqfd(&irq, SERIAL_IRQ)
+        .map_err(|e| PlatformError::Irq { what: "serial irqfd", err: e.to_string() })?;
+    let serial = Arc::new(Mutex::new(Serial::new(Arc::new(IrqFd(irq)), p.console)));
+    buses.pio.insert(serial.clone(), SERIAL_PORT, 8)?;
+
+    let i8042 = Arc::new(Mutex::new(I8042::new(Arc::new(ResetToMainLoop {
+        requests: p.requests.clone(),
+        generation: p.generation,
+    }))));
+    buses.pio.insert(i8042, I8042_PORT, 5)?;
+
+    let esb = Arc::new(Mutex::new(I6300Esb::new(EsbParams {
+        bar0_addr: ESB_BAR0,
+        irq_line: ESB_GSI,
+        irq: Some(Arc::new(KvmLine { vm: vm.clone(), gsi: ESB_GSI.into() })),
+        clock: p.clock.clone(),
+        observer: Arc::new(FactsToMainLoop {
+            requests: p.requests.clone(),
+            generation: p.generation,
+            fed_since_armed: AtomicBool::new(false),
+        }),
+        timeout_flag: p.esb_timeout_flag,
+    })?));
+    let mut pci = PciBus::new();
+    pci.add(0, Arc::new(Mutex::new(HostBridge::new())))?;
+    pci.add(ESB_SLOT, esb.clone())?;
+    buses.mmio.insert(
+        Arc::new(Mutex::new(PciBarRegion::new(esb.clone(), 0))),
+        ESB_BAR0.into(),
+        ESB_BAR0_SIZE,
+    )?;
+    let mut intx = vec![PciIntx { slot: ESB_SLOT, pin: 1, gsi: ESB_GSI }];
+    if let Some(d) = p.disk {
+        let blk = Arc::new(Mutex::new(VirtioBlk::new(BlkParams {
+            disk: d.file,
+            readonly: d.readonly,
+            bar0_addr: BLK_BAR0,
+            irq_line: BLK_GSI,
+            irq: Some(Arc::new(KvmLine { vm: vm.clone(), gsi: BLK_GSI.into() })),
+            mem: mem.clone(),
+            faults: d.faults,
+        })?));
+        pci.add(BLK_SLOT, blk.clone())?;
+        buses.mmio.insert(
+            Arc::new(Mutex::new(PciBarRegion::new(blk, 0))),
+            BLK_BAR0.into(),
+            virtio_blk::BAR0_SIZE.into(),
+        )?;
+        intx.push(PciIntx { slot: BLK_SLOT, pin: 1, gsi: BLK_GSI });
+    }
+    buses.pio.insert(Arc::new(Mutex::new(PciConfigIo::new(pci))), CONFIG_IO_BASE, CONFIG_IO_LEN)?;
+
+    Ok(Platform { buses: Arc::new(buses), serial, esb, intx, requests: p.requests, generation: p.generation })
+}

@@ -8,20 +8,20 @@ use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use crate::cli::RunArgs;
 use kennel_devices::bus::lock;
 
-use crate::supervision::controller::{Controller, ControllerConfig, ControllerError, ControllerHandle};
-use crate::supervision::events::{EventHub, JsonLinesSink, LogSink};
 use crate::exit_code;
-use crate::supervision::faults::FaultPlan;
 use crate::host::kvm::{self, HostError};
-use crate::supervision::lifecycle;
-use crate::machine::pvm;
-use crate::interfaces::qmp::QmpServer;
 use crate::host::rootdisk::RootDisk;
 use crate::host::seccomp::{self, ThreadKind};
 use crate::host::signals::StopSignals;
 use crate::host::terminal::RawMode;
+use crate::interfaces::qmp::QmpServer;
+use crate::machine::pvm;
 use crate::machine::vcpu::{self, VcpuError};
 use crate::machine::vm::{self, VmConfig};
+use crate::supervision::controller::{Controller, ControllerConfig, ControllerError, ControllerHandle};
+use crate::supervision::events::{EventHub, JsonLinesSink, LogSink};
+use crate::supervision::faults::FaultPlan;
+use crate::supervision::lifecycle;
 
 /// Errors starting `kennel run`.
 #[derive(Debug, thiserror::Error)]

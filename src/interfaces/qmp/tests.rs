@@ -337,7 +337,11 @@ fn output_a_socket_cannot_take_at_once_is_delivered_in_order_later() {
         let mut data = serde_json::Map::new();
         data.insert("i".into(), json!(i));
         data.insert("pad".into(), json!(pad));
-        let e = crate::supervision::events::Event::new("TEST", data, SystemTime::now());
+        let e = crate::supervision::events::Event::new(
+            crate::supervision::events::EventName::Stop,
+            data,
+            SystemTime::now(),
+        );
         s.vm.lock().expect("vm").hub.emit(&e);
     }
     for i in 0..n {

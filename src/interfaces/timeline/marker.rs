@@ -1,5 +1,7 @@
 //! What each event looks like on the timeline, and text escaping.
 
+use crate::supervision::events::EventName;
+
 /// The kinds of marker, one per event the operator cares about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -44,20 +46,20 @@ const GREY: &str = "#6b7280";
 
 impl Kind {
     pub(super) fn of(event: &str) -> Kind {
-        match event {
-            "BOOT" => Kind::Boot,
-            "WATCHDOG_ARMED" => Kind::Armed,
-            "WATCHDOG_FIRST_FEED" => Kind::FirstFeed,
-            "WATCHDOG_PRETIMEOUT" => Kind::Pretimeout,
-            "WATCHDOG" => Kind::Expired,
-            "BOOT_DEADLINE_MISSED" => Kind::DeadlineMissed,
-            "RESET" => Kind::Reset,
-            "SHUTDOWN" => Kind::Shutdown,
-            "FAULT_INJECTED" => Kind::Fault,
-            "STOP" => Kind::Stop,
-            "RESUME" => Kind::Resume,
-            "WATCHDOG_DISARMED" => Kind::Disarmed,
-            _ => Kind::Other,
+        match EventName::parse(event) {
+            Some(EventName::Boot) => Kind::Boot,
+            Some(EventName::WatchdogArmed) => Kind::Armed,
+            Some(EventName::WatchdogFirstFeed) => Kind::FirstFeed,
+            Some(EventName::WatchdogPretimeout) => Kind::Pretimeout,
+            Some(EventName::Watchdog) => Kind::Expired,
+            Some(EventName::BootDeadlineMissed) => Kind::DeadlineMissed,
+            Some(EventName::Reset) => Kind::Reset,
+            Some(EventName::Shutdown) => Kind::Shutdown,
+            Some(EventName::FaultInjected) => Kind::Fault,
+            Some(EventName::Stop) => Kind::Stop,
+            Some(EventName::Resume) => Kind::Resume,
+            Some(EventName::WatchdogDisarmed) => Kind::Disarmed,
+            None => Kind::Other,
         }
     }
 

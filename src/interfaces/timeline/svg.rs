@@ -40,7 +40,7 @@ fn bands(events: &[TimelineEvent]) -> Vec<Band<'_>> {
     let mut groups: BTreeMap<u64, Vec<&TimelineEvent>> = BTreeMap::new();
     let mut current: Option<u64> = None;
     for e in events {
-        let is_boot = e.name == "BOOT";
+        let is_boot = Kind::of(&e.name) == Kind::Boot;
         let cycle = match e.cycle {
             Some(c) => c,
             None if is_boot => current.map_or(1, |c| c.saturating_add(1)),
@@ -55,7 +55,7 @@ fn bands(events: &[TimelineEvent]) -> Vec<Band<'_>> {
     let mut out: Vec<Band<'_>> = groups
         .into_iter()
         .map(|(cycle, events)| {
-            let boot = events.iter().find(|e| e.name == "BOOT");
+            let boot = events.iter().find(|e| Kind::of(&e.name) == Kind::Boot);
             let start =
                 boot.map(|b| b.time_us).or_else(|| events.iter().map(|e| e.time_us).min()).unwrap_or(0);
             let cause = boot.and_then(|b| b.data_str("cause"));

@@ -3,30 +3,20 @@
 
 use kennel_devices::bus::lock;
 use kennel_devices::clock::Clock;
-use kennel_devices::i6300esb::WatchdogFact;
 
 use super::{Controller, ControllerError};
 use crate::exit_code;
 use std::sync::Arc;
 
-use crate::machine::boot::cmdline::{self, CmdlineInput};
-use crate::supervision::faults::disk_hook::CycleDiskFaults;
-use crate::machine::exits::ResetSource;
-use crate::supervision::faults::{BootFault, HangSince};
-use crate::supervision::lifecycle::{Action, Cause, Input, RunState};
-use crate::machine::platform::{DiskParams, PlatformParams};
 use crate::host::terminal::ConsoleOut;
+use crate::machine::boot::cmdline::{self, CmdlineInput};
+use crate::machine::exits::ResetSource;
+use crate::machine::platform::{DiskParams, PlatformParams};
 use crate::machine::vm::{StoppedVm, Vm};
-
-pub(super) fn fact_input(f: WatchdogFact) -> Input {
-    match f {
-        WatchdogFact::Armed { stage1, stage2 } => Input::Armed { stage1, stage2 },
-        WatchdogFact::Fed => Input::Fed,
-        WatchdogFact::Disarmed => Input::Disarmed,
-        WatchdogFact::PreTimeout => Input::PreTimeout,
-        WatchdogFact::Expired => Input::Expired,
-    }
-}
+use crate::supervision::events::EventName;
+use crate::supervision::faults::disk_hook::CycleDiskFaults;
+use crate::supervision::faults::{BootFault, HangFault};
+use crate::supervision::lifecycle::{Action, Cause, Input, RunState};
 
 pub(super) fn reset_source_name(s: ResetSource) -> &'static str {
     match s {
@@ -58,7 +48,7 @@ impl Controller {
         let base = match self.cfg.faults.cmdline_for(cycle).map(str::to_string) {
             Some(c) => {
                 if let Some(d) = self.cfg.faults.boot_event_data(cycle, BootFault::Cmdline) {
-                    self.emit("FAULT_INJECTED", d);
+                    self.emit(EventName::FaultInjected, d);
                 }
                 c
             }
@@ -92,14 +82,9 @@ impl Controller {
             generation: self.generation,
             disk,
         };
-        self.hung = false;
         let now = self.clock.now();
-        (self.hang_at, self.hang_after_feed) = match self.cfg.faults.hang_for(cycle) {
-            Some((after, HangSince::Boot)) => (Some(now + after), None),
-            Some((after, HangSince::FirstFeed)) => (None, Some(after)),
-            None => (None, None),
-        };
-        super::arm(&mut self.hang_timer, self.hang_at, now);
+        self.hang = HangFault::for_cycle(&self.cfg.faults, cycle, now);
+        super::arm(&mut self.hang_timer, self.hang.due(), now);
         let vm = Vm::build(&self.kvm, &vm_cfg, pp)?;
         if self.lifecycle.run_state() == RunState::Paused {
             vm.pause();
@@ -196,14 +181,13 @@ impl Controller {
     /// the watchdog's clock runs on (this is not a pause).
     pub(super) fn hang_now(&mut self) {
         let cycle = self.lifecycle.cycle();
-        if self.hang_at.take().is_none() {
+        if !self.hang.strike() {
             return;
         }
         if let Some(vm) = &self.vm {
             vm.pause();
-            self.hung = true;
             if let Some(d) = self.cfg.faults.boot_event_data(cycle, BootFault::Hang) {
-                self.emit("FAULT_INJECTED", d);
+                self.emit(EventName::FaultInjected, d);
             }
         }
     }
@@ -225,7 +209,7 @@ impl Controller {
         }
         self.clock.resume();
         self.input(Input::Resume { cause });
-        if let (Some(vm), false) = (&self.vm, self.hung) {
+        if let (Some(vm), false) = (&self.vm, self.hang.struck()) {
             vm.resume();
         }
     }

@@ -23,14 +23,14 @@ use vmm_sys_util::timerfd::TimerFd;
 
 pub use qmp_control::ControllerHandle;
 
-use crate::supervision::events::{Event, EventHub, EventSink};
 use crate::exit_code;
-use crate::supervision::faults::FaultPlan;
-use crate::supervision::lifecycle::{self, Cause, Input, Lifecycle};
-use crate::machine::requests::{RequestQueue, RequestSender, VmRequest};
 use crate::host::rootdisk::RootDisk;
 use crate::host::signals::StopSignals;
+use crate::machine::requests::{RequestQueue, RequestSender, VmRequest};
 use crate::machine::vm::{Vm, VmConfig};
+use crate::supervision::events::{Event, EventHub, EventName, EventSink};
+use crate::supervision::faults::{FaultPlan, HangFault};
+use crate::supervision::lifecycle::{self, Cause, Input, Lifecycle};
 
 /// Errors setting up the main loop.
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +69,9 @@ pub struct Controller {
     queue: RequestQueue,
     wd_timer: TimerFd,
     deadline_timer: TimerFd,
-    /// Fires when a `boot:hang` fault is due in this cycle.
+    /// Fires when this cycle's `boot:hang` fault is due.
     hang_timer: TimerFd,
-    hang_at: Option<Duration>,
-    /// A `since=first-feed` hang waiting for this cycle's first feed.
-    hang_after_feed: Option<Duration>,
-    /// The vCPUs were stopped by a `boot:hang` fault: `cont` must not wake them.
-    hung: bool,
+    hang: HangFault,
     signals: StopSignals,
     lifecycle: Lifecycle,
     hub: EventHub,
@@ -119,9 +115,7 @@ impl Controller {
             wd_timer: timer()?,
             deadline_timer: timer()?,
             hang_timer: timer()?,
-            hang_at: None,
-            hang_after_feed: None,
-            hung: false,
+            hang: HangFault::default(),
             signals,
             hub,
             last_now: Duration::ZERO,
@@ -162,11 +156,8 @@ impl Controller {
         self.last_now = now;
         let out = self.lifecycle.handle(now, SystemTime::now(), i);
         self.hub.emit_all(&out.events);
-        if out.events.iter().any(|e| e.name == "WATCHDOG_FIRST_FEED") {
-            if let Some(after) = self.hang_after_feed.take() {
-                self.hang_at = Some(now + after);
-                arm(&mut self.hang_timer, self.hang_at, self.clock.now());
-            }
+        if out.first_feed() && self.hang.first_feed(now) {
+            arm(&mut self.hang_timer, self.hang.due(), self.clock.now());
         }
         for a in out.actions {
             self.perform(a);
@@ -189,13 +180,13 @@ impl Controller {
                 log::error!("vCPU {vcpu}: {message}");
                 self.fail(exit_code::VM_FAILED);
             }
-            VmRequest::FaultInjected { data, .. } => self.emit("FAULT_INJECTED", data),
-            VmRequest::Watchdog { fact, at, .. } => self.input_at(at, actions::fact_input(fact)),
+            VmRequest::FaultInjected { data, .. } => self.emit(EventName::FaultInjected, data),
+            VmRequest::Watchdog { fact, at, .. } => self.input_at(at, Input::Watchdog(fact)),
         }
     }
 
     /// Emits an event the lifecycle has no part in (faults).
-    fn emit(&mut self, name: &'static str, data: serde_json::Value) {
+    fn emit(&mut self, name: EventName, data: serde_json::Value) {
         let serde_json::Value::Object(map) = data else { return };
         self.hub.emit(&Event::new(name, map, SystemTime::now()));
     }

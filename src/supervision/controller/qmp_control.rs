@@ -6,8 +6,8 @@ use kennel_devices::bus::lock;
 use serde_json::{json, Value};
 
 use super::Controller;
-use crate::supervision::lifecycle::Cause;
 use crate::interfaces::qmp::{query_status_reply, QmpCommand, QmpError, VmControl};
+use crate::supervision::lifecycle::Cause;
 
 /// What the QMP server holds: the controller, locked per command. The
 /// server calls it with none of its own locks held, and the controller's

@@ -71,6 +71,7 @@ mod tests {
     fn event(name: &'static str, cycle: u64) -> Event {
         let mut data = Map::new();
         data.insert("cycle".into(), json!(cycle));
+        let name = crate::supervision::events::EventName::parse(name).expect("a kennel event name");
         Event::new(name, data, UNIX_EPOCH + Duration::from_secs(10))
     }
 

@@ -43,7 +43,8 @@ mod tests {
         data.insert("cycle".into(), json!(3));
         data.insert("action".into(), json!("reset"));
         data.insert("armed".into(), json!(false));
-        let e = Event::new("BOOT_DEADLINE_MISSED", data, SystemTime::now());
+        let e =
+            Event::new(crate::supervision::events::EventName::BootDeadlineMissed, data, SystemTime::now());
         let line = LogSink::format(&e);
         assert_eq!(line, "event BOOT_DEADLINE_MISSED cycle=3 action=reset armed=false");
         assert!(!line.contains('\n'));

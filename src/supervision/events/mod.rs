@@ -8,6 +8,7 @@
 
 mod file;
 mod log_sink;
+mod name;
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +17,7 @@ use serde_json::{Map, Value};
 
 pub use file::JsonLinesSink;
 pub use log_sink::LogSink;
+pub use name::EventName;
 
 /// Errors of the event sinks.
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +31,7 @@ pub enum Error {
 /// One event, as every sink sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
-    /// QMP event name, e.g. `WATCHDOG_FIRST_FEED`.
-    pub name: &'static str,
+    pub name: EventName,
     pub data: Map<String, Value>,
     /// Host wall-clock time the event happened (not the VM's paused clock:
     /// operators correlate these timestamps with other logs).
@@ -38,7 +39,7 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(name: &'static str, data: Map<String, Value>, wall: SystemTime) -> Self {
+    pub fn new(name: EventName, data: Map<String, Value>, wall: SystemTime) -> Self {
         Self { name, data, wall }
     }
 
@@ -59,7 +60,7 @@ impl Event {
     pub fn to_json(&self) -> Value {
         let (seconds, microseconds) = self.timestamp();
         serde_json::json!({
-            "event": self.name,
+            "event": self.name.as_str(),
             "data": Value::Object(self.data.clone()),
             "timestamp": {"seconds": seconds, "microseconds": microseconds},
         })
@@ -70,7 +71,7 @@ impl Event {
     pub fn to_line(&self) -> String {
         let (seconds, microseconds) = self.timestamp();
         // Serialising a &str and a Map of Values cannot fail.
-        let name = serde_json::to_string(self.name).unwrap_or_default();
+        let name = serde_json::to_string(self.name.as_str()).unwrap_or_default();
         let data = serde_json::to_string(&self.data).unwrap_or_else(|_| String::from("{}"));
         format!(
             "{{\"event\":{name},\"data\":{data},\"timestamp\":{{\"seconds\":{seconds},\"microseconds\":{microseconds}}}}}"
@@ -81,7 +82,7 @@ impl Event {
 impl fmt::Display for Event {
     /// Human-readable: `NAME key=value ...`, with `cycle` first.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name)?;
+        f.write_str(self.name.as_str())?;
         let cycle = self.data.get("cycle");
         if let Some(c) = cycle {
             write!(f, " cycle={c}")?;
@@ -173,7 +174,7 @@ mod tests {
         let mut data = Map::new();
         data.insert("cycle".into(), json!(2));
         data.insert("cause".into(), json!("watchdog"));
-        Event::new("BOOT", data, UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789))
+        Event::new(EventName::Boot, data, UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789))
     }
 
     #[test]
@@ -189,7 +190,7 @@ mod tests {
 
     #[test]
     fn wall_before_epoch_is_clamped() {
-        let e = Event::new("X", Map::new(), UNIX_EPOCH - Duration::from_secs(5));
+        let e = Event::new(EventName::Stop, Map::new(), UNIX_EPOCH - Duration::from_secs(5));
         assert_eq!(e.timestamp(), (0, 0));
     }
 
@@ -210,7 +211,7 @@ mod tests {
                     path: "poisoned".into(),
                     source: std::io::Error::other("poisoned"),
                 })?
-                .push(event.name);
+                .push(event.name.as_str());
             Ok(())
         }
     }

@@ -4,8 +4,8 @@
 
 use kennel_devices::virtio_blk::{BlockFaults, BlockOp as DevOp, FaultDecision};
 
-use crate::supervision::faults::{BlockFaultState, BlockOp, Decision};
 use crate::machine::requests::{RequestSender, VmRequest};
+use crate::supervision::faults::{BlockFaultState, BlockOp, Decision};
 
 pub struct CycleDiskFaults {
     pub state: BlockFaultState,

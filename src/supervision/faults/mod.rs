@@ -51,6 +51,7 @@
 
 mod block;
 pub mod disk_hook;
+mod hang;
 mod spec;
 #[cfg(test)]
 mod tests;
@@ -60,6 +61,7 @@ use std::time::Duration;
 use serde_json::json;
 
 pub use block::{BlockFaultState, BlockOp, Decision, FaultCount, Injected};
+pub use hang::HangFault;
 pub use spec::{Cycles, FaultKind, FaultSpec, HangSince, MAX_DURATION};
 
 /// `--fault-seed`'s default: fixed, so two runs with the same specs inject

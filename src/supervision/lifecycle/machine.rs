@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Map, Value};
 
 use super::{Action, Cause, Config, DeadlineAction, Input, Output, RunState, State, WatchdogAction};
-use crate::supervision::events::Event;
+use crate::supervision::events::{Event, EventName};
+use kennel_devices::i6300esb::WatchdogFact;
 
 /// At most one WATCHDOG_PRETIMEOUT per this much VM time: a guest in
 /// free-running mode, or with a tiny stage 1, can hit stage 1 thousands of
@@ -146,19 +147,19 @@ impl Lifecycle {
         let c = &mut self.cycle;
         match input {
             Input::Boot { cause } => self.start_cycle(now, wall, cause, &mut out),
-            Input::Armed { stage1, stage2 } => {
+            Input::Watchdog(WatchdogFact::Armed { stage1, stage2 }) => {
                 c.armed = true;
                 c.stages = Some((stage1, stage2));
                 c.first_armed.get_or_insert(now);
                 c.last_armed = Some(now);
                 c.state = State::Armed;
                 let timeout_ms = ms(stage1.saturating_add(stage2));
-                self.emit(&mut out, wall, "WATCHDOG_ARMED", [("timeout_ms", json!(timeout_ms))]);
+                self.emit(&mut out, wall, EventName::WatchdogArmed, [("timeout_ms", json!(timeout_ms))]);
             }
             // A reload while disabled is the driver setting up, not a sign of
             // life: the device should not report it, but never trust that.
-            Input::Fed if !c.armed => {}
-            Input::Fed => {
+            Input::Watchdog(WatchdogFact::Fed) if !c.armed => {}
+            Input::Watchdog(WatchdogFact::Fed) => {
                 c.feeds += 1;
                 c.state = State::Alive;
                 if c.first_feed.is_none() {
@@ -168,25 +169,30 @@ impl Lifecycle {
                     self.emit(
                         &mut out,
                         wall,
-                        "WATCHDOG_FIRST_FEED",
+                        EventName::WatchdogFirstFeed,
                         [("since_boot_ms", json!(since_boot)), ("since_armed_ms", json!(since_armed))],
                     );
                 }
             }
-            Input::Disarmed if !c.armed => {}
-            Input::Disarmed => {
+            Input::Watchdog(WatchdogFact::Disarmed) if !c.armed => {}
+            Input::Watchdog(WatchdogFact::Disarmed) => {
                 c.armed = false;
                 c.state = State::Disarmed;
-                self.emit(&mut out, wall, "WATCHDOG_DISARMED", []);
+                self.emit(&mut out, wall, EventName::WatchdogDisarmed, []);
             }
-            Input::PreTimeout => {
+            Input::Watchdog(WatchdogFact::PreTimeout) => {
                 c.pretimeouts += 1;
                 let due =
                     c.last_pretimeout_event.is_none_or(|t| now.saturating_sub(t) >= PRETIMEOUT_INTERVAL);
                 if due {
                     c.last_pretimeout_event = Some(now);
                     let suppressed = std::mem::take(&mut c.suppressed_pretimeouts);
-                    self.emit(&mut out, wall, "WATCHDOG_PRETIMEOUT", [("suppressed", json!(suppressed))]);
+                    self.emit(
+                        &mut out,
+                        wall,
+                        EventName::WatchdogPretimeout,
+                        [("suppressed", json!(suppressed))],
+                    );
                 } else {
                     c.suppressed_pretimeouts += 1;
                 }
@@ -194,11 +200,11 @@ impl Lifecycle {
             // Acted on even if we never saw the watchdog armed: an expiry is
             // the device's word that the guest is dead, and missing one would
             // be worse than acting on a fact we did not expect.
-            Input::Expired => {
+            Input::Watchdog(WatchdogFact::Expired) => {
                 c.expiries += 1;
                 c.state = State::Expired;
                 let action = self.config.watchdog_action;
-                self.emit(&mut out, wall, "WATCHDOG", [("action", json!(action.as_str()))]);
+                self.emit(&mut out, wall, EventName::Watchdog, [("action", json!(action.as_str()))]);
                 let cause = Cause::Watchdog;
                 match action {
                     WatchdogAction::Reset => out.actions.push(Action::ResetVm { cause }),
@@ -215,12 +221,12 @@ impl Lifecycle {
             Input::Pause { cause } => {
                 if self.paused.is_none() {
                     self.paused = Some(cause);
-                    self.emit(&mut out, wall, "STOP", [("cause", json!(cause.as_str()))]);
+                    self.emit(&mut out, wall, EventName::Stop, [("cause", json!(cause.as_str()))]);
                 }
             }
             Input::Resume { cause } => {
                 if self.paused.take().is_some() {
-                    self.emit(&mut out, wall, "RESUME", [("cause", json!(cause.as_str()))]);
+                    self.emit(&mut out, wall, EventName::Resume, [("cause", json!(cause.as_str()))]);
                     if let Some(a) = self.check_deadline(now, wall, &mut out) {
                         out.actions.push(a);
                     }
@@ -232,14 +238,14 @@ impl Lifecycle {
                 let (guest, reason) = cause.reset_reason();
                 let data =
                     [("cause", json!(cause.as_str())), ("guest", json!(guest)), ("reason", json!(reason))];
-                self.emit(&mut out, wall, "RESET", data);
+                self.emit(&mut out, wall, EventName::Reset, data);
                 self.start_cycle(now, wall, cause, &mut out);
             }
             Input::Shutdown { cause } => {
                 let (guest, reason) = cause.shutdown_reason();
                 let data =
                     [("cause", json!(cause.as_str())), ("guest", json!(guest)), ("reason", json!(reason))];
-                self.emit(&mut out, wall, "SHUTDOWN", data);
+                self.emit(&mut out, wall, EventName::Shutdown, data);
                 self.cycle.state = State::Shutdown;
                 self.cycle.armed = false;
                 self.paused = None;
@@ -318,7 +324,7 @@ impl Lifecycle {
 
     fn start_cycle(&mut self, now: Duration, wall: SystemTime, cause: Cause, out: &mut Output) {
         self.cycle = Cycle::new(self.cycle.number.saturating_add(1), cause, now);
-        self.emit(out, wall, "BOOT", [("cause", json!(cause.as_str()))]);
+        self.emit(out, wall, EventName::Boot, [("cause", json!(cause.as_str()))]);
     }
 
     /// Emits BOOT_DEADLINE_MISSED if the deadline has passed, at most once a
@@ -336,7 +342,7 @@ impl Lifecycle {
             ("armed", json!(self.cycle.first_armed.is_some())),
             ("action", json!(action.as_str())),
         ];
-        self.emit(out, wall, "BOOT_DEADLINE_MISSED", data);
+        self.emit(out, wall, EventName::BootDeadlineMissed, data);
         let cause = Cause::BootDeadline;
         match action {
             DeadlineAction::None => None,
@@ -351,7 +357,7 @@ impl Lifecycle {
         &self,
         out: &mut Output,
         wall: SystemTime,
-        name: &'static str,
+        name: EventName,
         fields: [(&str, Value); N],
     ) {
         let mut data = Map::new();

@@ -43,7 +43,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::supervision::events::Event;
+use kennel_devices::i6300esb::WatchdogFact;
+
+use crate::supervision::events::{Event, EventName};
 
 pub use machine::{Lifecycle, Status};
 
@@ -223,27 +225,15 @@ pub struct Config {
     pub deadline_action: DeadlineAction,
 }
 
-/// What happened. Device facts mirror the watchdog device's reports; the
-/// rest are the VMM's own doings.
+/// What happened: the watchdog device's own facts, or the VMM's doings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Input {
     /// A boot cycle starts without a reset before it: the first power-on.
     Boot {
         cause: Cause,
     },
-    /// The guest enabled the watchdog with these stage lengths.
-    Armed {
-        stage1: Duration,
-        stage2: Duration,
-    },
-    /// A reload of the running watchdog.
-    Fed,
-    /// The guest stopped the watchdog.
-    Disarmed,
-    /// Stage 1 ended.
-    PreTimeout,
-    /// Stage 2 ended: the watchdog action is due.
-    Expired,
+    /// What the 6300ESB reported, as it reported it.
+    Watchdog(WatchdogFact),
     Pause {
         cause: Cause,
     },
@@ -290,7 +280,12 @@ impl Output {
 
     /// The event names, for tests and logs.
     pub fn names(&self) -> Vec<&'static str> {
-        self.events.iter().map(|e| e.name).collect()
+        self.events.iter().map(|e| e.name.as_str()).collect()
+    }
+
+    /// This input brought the cycle's first feed: the guest is back.
+    pub fn first_feed(&self) -> bool {
+        self.events.iter().any(|e| e.name == EventName::WatchdogFirstFeed)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Watchdog transitions, cycle numbering and reporting.
 
+use kennel_devices::i6300esb::WatchdogFact;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
@@ -43,7 +44,7 @@ impl Harness {
     }
 
     pub fn arm(&mut self) -> Output {
-        self.send(Input::Armed { stage1: S1, stage2: S2 })
+        self.send(Input::Watchdog(WatchdogFact::Armed { stage1: S1, stage2: S2 }))
     }
 }
 
@@ -80,12 +81,12 @@ fn arming_reports_the_total_timeout() {
 fn feeds_before_arming_are_not_feeds() {
     let mut h = Harness::booted(Config::default());
     for _ in 0..5 {
-        assert!(h.send(Input::Fed).is_empty());
+        assert!(h.send(Input::Watchdog(WatchdogFact::Fed)).is_empty());
     }
     assert_eq!(h.lc.status().feeds, 0);
     assert_eq!(h.lc.state(), State::Booting);
     h.arm();
-    assert_eq!(h.send(Input::Fed).names(), ["WATCHDOG_FIRST_FEED"]);
+    assert_eq!(h.send(Input::Watchdog(WatchdogFact::Fed)).names(), ["WATCHDOG_FIRST_FEED"]);
 }
 
 #[test]
@@ -94,7 +95,7 @@ fn first_feed_is_emitted_once_and_later_feeds_are_counted() {
     h.advance_ms(2000);
     h.arm();
     h.advance_ms(300);
-    let out = h.send(Input::Fed);
+    let out = h.send(Input::Watchdog(WatchdogFact::Fed));
     assert_eq!(out.names(), ["WATCHDOG_FIRST_FEED"]);
     let e = &out.events[0];
     assert_eq!(e.get("since_boot_ms"), Some(&json!(2300)));
@@ -102,7 +103,7 @@ fn first_feed_is_emitted_once_and_later_feeds_are_counted() {
     assert_eq!(h.lc.state(), State::Alive);
     for _ in 0..1000 {
         h.advance_ms(1);
-        assert!(h.send(Input::Fed).is_empty(), "later feeds flood no one");
+        assert!(h.send(Input::Watchdog(WatchdogFact::Fed)).is_empty(), "later feeds flood no one");
     }
     let st = h.lc.status();
     assert_eq!(st.feeds, 1001);
@@ -113,19 +114,19 @@ fn first_feed_is_emitted_once_and_later_feeds_are_counted() {
 fn first_feed_again_in_the_next_cycle_only() {
     let mut h = Harness::booted(Config::default());
     h.arm();
-    assert_eq!(h.send(Input::Fed).names(), ["WATCHDOG_FIRST_FEED"]);
+    assert_eq!(h.send(Input::Watchdog(WatchdogFact::Fed)).names(), ["WATCHDOG_FIRST_FEED"]);
     // Disarm and re-arm within the cycle: still not a second first feed.
-    assert_eq!(h.send(Input::Disarmed).names(), ["WATCHDOG_DISARMED"]);
+    assert_eq!(h.send(Input::Watchdog(WatchdogFact::Disarmed)).names(), ["WATCHDOG_DISARMED"]);
     h.arm();
-    assert!(h.send(Input::Fed).is_empty());
+    assert!(h.send(Input::Watchdog(WatchdogFact::Fed)).is_empty());
     assert_eq!(h.lc.state(), State::Alive);
 
     h.send(Input::Reset { cause: Cause::Guest });
-    assert!(h.send(Input::Fed).is_empty(), "not armed in the new cycle yet");
+    assert!(h.send(Input::Watchdog(WatchdogFact::Fed)).is_empty(), "not armed in the new cycle yet");
     h.advance_ms(50);
     h.arm();
     h.advance_ms(10);
-    let out = h.send(Input::Fed);
+    let out = h.send(Input::Watchdog(WatchdogFact::Fed));
     assert_eq!(out.names(), ["WATCHDOG_FIRST_FEED"]);
     assert_eq!(out.events[0].get("cycle"), Some(&json!(2)));
     assert_eq!(out.events[0].get("since_boot_ms"), Some(&json!(60)));
@@ -135,20 +136,23 @@ fn first_feed_again_in_the_next_cycle_only() {
 #[test]
 fn disarm_only_when_armed() {
     let mut h = Harness::booted(Config::default());
-    assert!(h.send(Input::Disarmed).is_empty());
+    assert!(h.send(Input::Watchdog(WatchdogFact::Disarmed)).is_empty());
     h.arm();
-    assert_eq!(h.send(Input::Disarmed).names(), ["WATCHDOG_DISARMED"]);
+    assert_eq!(h.send(Input::Watchdog(WatchdogFact::Disarmed)).names(), ["WATCHDOG_DISARMED"]);
     assert_eq!(h.lc.state(), State::Disarmed);
     assert!(!h.lc.status().armed);
-    assert!(h.send(Input::Fed).is_empty(), "feeds of a stopped watchdog are not feeds");
-    assert!(h.send(Input::Disarmed).is_empty());
+    assert!(
+        h.send(Input::Watchdog(WatchdogFact::Fed)).is_empty(),
+        "feeds of a stopped watchdog are not feeds"
+    );
+    assert!(h.send(Input::Watchdog(WatchdogFact::Disarmed)).is_empty());
 }
 
 #[test]
 fn reset_while_armed_starts_a_new_booting_cycle() {
     let mut h = Harness::booted(Config::default());
     h.arm();
-    h.send(Input::Fed);
+    h.send(Input::Watchdog(WatchdogFact::Fed));
     h.advance_ms(5);
     let out = h.send(Input::Reset { cause: Cause::Qmp });
     assert_eq!(out.names(), ["RESET", "BOOT"]);
@@ -193,8 +197,8 @@ fn expiry_maps_each_action_to_the_vmm_action() {
     for (action, expected) in cases {
         let mut h = Harness::booted(Config { watchdog_action: action, ..Config::default() });
         h.arm();
-        h.send(Input::Fed);
-        let out = h.send(Input::Expired);
+        h.send(Input::Watchdog(WatchdogFact::Fed));
+        let out = h.send(Input::Watchdog(WatchdogFact::Expired));
         assert_eq!(out.names(), ["WATCHDOG"], "{action}");
         assert_eq!(out.events[0].get("action"), Some(&json!(action.to_string())));
         assert_eq!(out.events[0].get("cycle"), Some(&json!(1)));
@@ -208,7 +212,7 @@ fn expiry_maps_each_action_to_the_vmm_action() {
 fn watchdog_reset_round_trip_reports_like_qemu() {
     let mut h = Harness::booted(Config::default());
     h.arm();
-    let out = h.send(Input::Expired);
+    let out = h.send(Input::Watchdog(WatchdogFact::Expired));
     assert_eq!(out.actions, [Action::ResetVm { cause: Cause::Watchdog }]);
     // The VMM carries it out and reports it back.
     let out = h.send(Input::Reset { cause: Cause::Watchdog });
@@ -225,7 +229,7 @@ fn action_can_change_at_run_time() {
     h.arm();
     h.lc.set_watchdog_action(WatchdogAction::Pause);
     assert_eq!(h.lc.status().action, WatchdogAction::Pause);
-    let out = h.send(Input::Expired);
+    let out = h.send(Input::Watchdog(WatchdogFact::Expired));
     assert_eq!(out.events[0].get("action"), Some(&json!("pause")));
     assert_eq!(out.actions, [Action::Pause { cause: Cause::Watchdog }]);
 }
@@ -234,9 +238,9 @@ fn action_can_change_at_run_time() {
 fn a_feed_after_an_expiry_without_reset_revives() {
     let mut h = Harness::booted(Config { watchdog_action: WatchdogAction::None, ..Config::default() });
     h.arm();
-    h.send(Input::Expired);
+    h.send(Input::Watchdog(WatchdogFact::Expired));
     // Never fed before expiring: this feed is the cycle's first.
-    assert_eq!(h.send(Input::Fed).names(), ["WATCHDOG_FIRST_FEED"]);
+    assert_eq!(h.send(Input::Watchdog(WatchdogFact::Fed)).names(), ["WATCHDOG_FIRST_FEED"]);
     assert_eq!(h.lc.state(), State::Alive);
 }
 
@@ -244,32 +248,32 @@ fn a_feed_after_an_expiry_without_reset_revives() {
 fn pretimeouts_are_rate_limited_with_a_suppressed_count() {
     let mut h = Harness::booted(Config::default());
     h.arm();
-    let out = h.send(Input::PreTimeout);
+    let out = h.send(Input::Watchdog(WatchdogFact::PreTimeout));
     assert_eq!(out.names(), ["WATCHDOG_PRETIMEOUT"]);
     assert_eq!(out.events[0].get("suppressed"), Some(&json!(0)));
     // A free-running guest: 999 more within the same second.
     for _ in 0..999 {
         h.advance_ms(1);
-        assert!(h.send(Input::PreTimeout).is_empty());
+        assert!(h.send(Input::Watchdog(WatchdogFact::PreTimeout)).is_empty());
     }
     h.advance_ms(1);
-    let out = h.send(Input::PreTimeout);
+    let out = h.send(Input::Watchdog(WatchdogFact::PreTimeout));
     assert_eq!(out.names(), ["WATCHDOG_PRETIMEOUT"]);
     assert_eq!(out.events[0].get("suppressed"), Some(&json!(999)));
     h.advance_ms(10);
-    assert!(h.send(Input::PreTimeout).is_empty());
+    assert!(h.send(Input::Watchdog(WatchdogFact::PreTimeout)).is_empty());
     assert_eq!(h.lc.status().pretimeouts, 1002);
     // A new cycle starts with a fresh limiter.
     h.send(Input::Reset { cause: Cause::Guest });
     h.arm();
-    assert_eq!(h.send(Input::PreTimeout).names(), ["WATCHDOG_PRETIMEOUT"]);
+    assert_eq!(h.send(Input::Watchdog(WatchdogFact::PreTimeout)).names(), ["WATCHDOG_PRETIMEOUT"]);
 }
 
 #[test]
 fn pause_is_an_overlay_and_idempotent() {
     let mut h = Harness::booted(Config::default());
     h.arm();
-    h.send(Input::Fed);
+    h.send(Input::Watchdog(WatchdogFact::Fed));
     let out = h.send(Input::Pause { cause: Cause::Qmp });
     assert_eq!(out.names(), ["STOP"]);
     assert_eq!(out.events[0].get("cause"), Some(&json!("qmp")));
@@ -305,8 +309,8 @@ fn shutdown_is_final() {
     assert_eq!(out.events[0].get("cause"), Some(&json!("qmp")));
     assert_eq!(h.lc.run_state(), RunState::Shutdown);
     for input in [
-        Input::Fed,
-        Input::Expired,
+        Input::Watchdog(WatchdogFact::Fed),
+        Input::Watchdog(WatchdogFact::Expired),
         Input::Tick,
         Input::Reset { cause: Cause::Guest },
         Input::Resume { cause: Cause::Qmp },
@@ -365,8 +369,8 @@ fn status_json_has_every_field() {
 fn pretimeout_and_tick_leave_the_state_alone() {
     let mut h = Harness::booted(Config::default());
     h.arm();
-    h.send(Input::Fed);
-    h.send(Input::PreTimeout);
+    h.send(Input::Watchdog(WatchdogFact::Fed));
+    h.send(Input::Watchdog(WatchdogFact::PreTimeout));
     assert!(h.send(Input::Tick).is_empty());
     assert_eq!(h.lc.state(), State::Alive);
 }
@@ -375,7 +379,7 @@ fn pretimeout_and_tick_leave_the_state_alone() {
 fn expired_then_paused_then_resumed_is_still_expired() {
     let mut h = Harness::booted(Config { watchdog_action: WatchdogAction::Pause, ..Config::default() });
     h.arm();
-    let out = h.send(Input::Expired);
+    let out = h.send(Input::Watchdog(WatchdogFact::Expired));
     assert_eq!(out.actions, [Action::Pause { cause: Cause::Watchdog }]);
     let out = h.send(Input::Pause { cause: Cause::Watchdog });
     assert_eq!(out.events[0].get("cause"), Some(&json!("watchdog")));

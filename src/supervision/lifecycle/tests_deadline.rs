@@ -1,5 +1,6 @@
 //! The boot deadline, and how pauses stop it.
 
+use kennel_devices::i6300esb::WatchdogFact;
 use std::time::Duration;
 
 use serde_json::json;
@@ -60,7 +61,7 @@ fn first_feed_in_time_cancels_the_deadline() {
     h.advance_ms(1000);
     h.arm();
     h.advance_ms(58_999);
-    assert_eq!(h.send(Input::Fed).names(), ["WATCHDOG_FIRST_FEED"]);
+    assert_eq!(h.send(Input::Watchdog(WatchdogFact::Fed)).names(), ["WATCHDOG_FIRST_FEED"]);
     assert_eq!(h.lc.next_deadline(), None);
     h.advance_ms(100_000);
     assert!(h.send(Input::Tick).is_empty());
@@ -73,7 +74,7 @@ fn a_feed_after_the_deadline_does_not_count_as_in_time() {
     let mut h = with_deadline(60, DeadlineAction::None);
     h.arm();
     h.advance_ms(61_000);
-    let out = h.send(Input::Fed);
+    let out = h.send(Input::Watchdog(WatchdogFact::Fed));
     assert_eq!(out.names(), ["BOOT_DEADLINE_MISSED", "WATCHDOG_FIRST_FEED"]);
 }
 

@@ -2,7 +2,9 @@
 //!
 //! A bus is a sorted map of non-overlapping ranges. It is built before the
 //! vCPUs start and never changes afterwards, so vCPU threads share it through
-//! an `Arc` without locking the map; each device has its own lock.
+//! an `Arc` without locking the map. Each access takes exactly one lock, the
+//! device's own: a range leads to a [`BusTarget`], which is either a device
+//! behind its `Mutex` or a stateless forwarder (a PCI BAR) to one.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -30,12 +32,28 @@ pub enum BusError {
     Overlap { base: u64, len: u64, other: u64 },
 }
 
-pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
+/// What a bus range leads to. Shared by every vCPU thread, so it takes
+/// `&self`: whoever holds state locks it, once per access.
+pub trait BusTarget: Send + Sync {
+    fn read(&self, offset: u64, data: &mut [u8]);
+    fn write(&self, offset: u64, data: &[u8]);
+}
+
+impl<T: BusDevice + ?Sized> BusTarget for Mutex<T> {
+    fn read(&self, offset: u64, data: &mut [u8]) {
+        lock(self).read(offset, data);
+    }
+    fn write(&self, offset: u64, data: &[u8]) {
+        lock(self).write(offset, data);
+    }
+}
+
+pub type SharedTarget = Arc<dyn BusTarget>;
 
 #[derive(Default)]
 pub struct Bus {
-    // keyed by base; value is (len, device)
-    ranges: BTreeMap<u64, (u64, SharedDevice)>,
+    // keyed by base; value is (len, target)
+    ranges: BTreeMap<u64, (u64, SharedTarget)>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -50,7 +68,7 @@ impl Bus {
         Self::default()
     }
 
-    pub fn insert(&mut self, device: SharedDevice, base: u64, len: u64) -> Result<(), BusError> {
+    pub fn insert(&mut self, device: SharedTarget, base: u64, len: u64) -> Result<(), BusError> {
         if len == 0 {
             return Err(BusError::Empty(base));
         }
@@ -68,7 +86,7 @@ impl Bus {
 
     /// The device covering `[addr, addr + len)` and the offset of `addr` in it.
     /// An access straddling the end of a range matches nothing.
-    fn resolve(&self, addr: u64, len: usize) -> Option<(&SharedDevice, u64)> {
+    fn resolve(&self, addr: u64, len: usize) -> Option<(&SharedTarget, u64)> {
         let (&base, (rlen, dev)) = self.ranges.range(..=addr).next_back()?;
         let offset = addr - base;
         let last = offset.checked_add((len as u64).saturating_sub(1))?;
@@ -79,7 +97,7 @@ impl Bus {
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.resolve(addr, data.len()) {
             Some((dev, offset)) => {
-                lock(dev).read(offset, data);
+                dev.read(offset, data);
                 true
             }
             None => false,
@@ -90,7 +108,7 @@ impl Bus {
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         match self.resolve(addr, data.len()) {
             Some((dev, offset)) => {
-                lock(dev).write(offset, data);
+                dev.write(offset, data);
                 true
             }
             None => false,

@@ -1,4 +1,5 @@
-//! Guest physical memory layout, in one place.
+//! The machine's address map, in one place: guest physical memory, the I/O
+//! ports and the PCI slots with their BARs and interrupts.
 //!
 //! ```text
 //! 0x0000_0500  GDT                      0x0000_9000  PML4 / PDPT / PD (1 GiB identity map)
@@ -8,6 +9,15 @@
 //! 0xc000_0000 .. 0xfec0_0000  32-bit MMIO hole: PCI BARs (RAM above it moves past 4 GiB)
 //! 0xfec0_0000  IOAPIC                   0xfee0_0000  local APIC
 //! ```
+//!
+//! | what | where | interrupt |
+//! |---|---|---|
+//! | i8042 (reset line only) | ports 0x60-0x64 | - |
+//! | COM1 8250 UART | ports 0x3f8-0x3ff | IRQ 4 (irqfd) |
+//! | PCI config mechanism #1 | ports 0xcf8-0xcff | - |
+//! | 00:00.0 host bridge | PCI | - |
+//! | 00:04.0 Intel 6300ESB | PCI, BAR0 at 0xc000_0000 (16 bytes, fixed) | INTA -> GSI 16 |
+//! | 00:05.0 virtio-blk (with --rootfs) | PCI, BAR0 at 0xc000_4000 (16 KiB, fixed) | INTA -> GSI 17 |
 
 pub const GDT_ADDR: u64 = 0x500;
 pub const IDT_ADDR: u64 = 0x520;
@@ -32,6 +42,32 @@ pub const LAPIC_ADDR: u64 = 0xfee0_0000;
 pub const FOUR_GIB: u64 = 1 << 32;
 /// Where KVM keeps its TSS (three pages); below the IOAPIC, inside the hole.
 pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
+
+/// COM1: ports 0x3f8-0x3ff, ISA IRQ 4.
+pub const SERIAL_PORT: u64 = 0x3f8;
+pub const SERIAL_PORT_LEN: u64 = 8;
+pub const SERIAL_IRQ: u32 = 4;
+/// The i8042's data and command ports (0x60-0x64), for its reset line.
+pub const I8042_PORT: u64 = 0x60;
+pub const I8042_PORT_LEN: u64 = 5;
+
+/// Where a PCI function sits: its slot on bus 0, the GSI its INTA is wired
+/// to (IOAPIC pins 16 and up, so no ISA IRQ is shared), and where its BAR0
+/// is placed. BAR sizes come from the device itself when it is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciSlot {
+    pub slot: u8,
+    pub gsi: u8,
+    pub bar0: u32,
+}
+
+/// 00:00.0, the host bridge: no BAR, no interrupt.
+pub const HOST_BRIDGE_SLOT: u8 = 0;
+/// 00:04.0, the 6300ESB: BAR0 (16 bytes) at the start of the MMIO hole.
+pub const ESB: PciSlot = PciSlot { slot: 4, gsi: 16, bar0: MMIO_HOLE_START as u32 };
+/// 00:05.0, virtio-blk with `--rootfs`: BAR0 (16 KiB, aligned to its size)
+/// after the 6300ESB's.
+pub const BLK: PciSlot = PciSlot { slot: 5, gsi: 17, bar0: MMIO_HOLE_START as u32 + 0x4000 };
 
 // The boot stack grows down from between the zero page and the page tables.
 const _: () = assert!(BOOT_STACK < PML4_ADDR && BOOT_STACK > ZERO_PAGE_ADDR + 0x1000);
@@ -77,6 +113,19 @@ pub fn low_ram_end(mem_bytes: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pci_bars_sit_in_the_mmio_hole_aligned_to_their_size_and_apart() {
+        let esb = (u64::from(ESB.bar0), u64::from(kennel_devices::i6300esb::regs::BAR0_SIZE));
+        let blk = (u64::from(BLK.bar0), u64::from(kennel_devices::virtio_blk::BAR0_SIZE));
+        for (addr, size) in [esb, blk] {
+            assert!(addr >= MMIO_HOLE_START && addr + size <= PCI_MMIO_END, "{addr:#x}");
+            assert_eq!(addr % size, 0, "{addr:#x} not aligned to {size:#x}");
+        }
+        assert!(esb.0 + esb.1 <= blk.0);
+        assert_ne!(ESB.slot, BLK.slot);
+        assert!(ESB.gsi >= 16 && BLK.gsi >= 16 && ESB.gsi != BLK.gsi, "no ISA IRQ shared");
+    }
 
     #[test]
     fn small_guest_has_one_region_and_low_map() {

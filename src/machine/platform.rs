@@ -1,13 +1,5 @@
-//! The machine's devices and where they sit: ports, MMIO, PCI slots, IRQs.
-//!
-//! | what | where | interrupt |
-//! |---|---|---|
-//! | i8042 (reset line only) | ports 0x60-0x64 | - |
-//! | COM1 8250 UART | ports 0x3f8-0x3ff | IRQ 4 (irqfd) |
-//! | PCI config mechanism #1 | ports 0xcf8-0xcff | - |
-//! | 00:00.0 host bridge | PCI | - |
-//! | 00:04.0 Intel 6300ESB | PCI, BAR0 at 0xc000_0000 (16 bytes, fixed) | INTA -> GSI 16 |
-//! | 00:05.0 virtio-blk (with --rootfs) | PCI, BAR0 at 0xc000_4000 (16 KiB, fixed) | INTA -> GSI 17 |
+//! The machine's devices, wired to KVM at the places `layout.rs` gives them
+//! (its table says which device sits where).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,11 +10,11 @@ use kennel_devices::clock::Clock;
 use kennel_devices::i6300esb::{EsbParams, I6300Esb, WatchdogFact, WatchdogObserver};
 use kennel_devices::i8042::{ResetRequest, I8042};
 use kennel_devices::irq::{EdgeInterrupt, InterruptLine};
-use kennel_devices::pci::bar_region::PciBarRegion;
 use kennel_devices::pci::config_io::{PciBus, PciConfigIo, CONFIG_IO_BASE, CONFIG_IO_LEN};
 use kennel_devices::pci::host_bridge::HostBridge;
+use kennel_devices::pci::PciDevice;
 use kennel_devices::serial::Serial;
-use kennel_devices::virtio_blk::{self, BlkParams, BlockFaults, VirtioBlk};
+use kennel_devices::virtio_blk::{BlkParams, BlockFaults, VirtioBlk};
 use kvm_ioctls::VmFd;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
@@ -46,17 +38,6 @@ pub enum PlatformError {
     #[error("cannot set up an interrupt ({what}): {err}")]
     Irq { what: &'static str, err: String },
 }
-
-pub const SERIAL_PORT: u64 = 0x3f8;
-pub const SERIAL_IRQ: u32 = 4;
-pub const I8042_PORT: u64 = 0x60;
-pub const ESB_SLOT: u8 = 4;
-pub const ESB_GSI: u8 = 16;
-pub const ESB_BAR0: u32 = layout::MMIO_HOLE_START as u32;
-pub const ESB_BAR0_SIZE: u64 = 16;
-pub const BLK_SLOT: u8 = 5;
-pub const BLK_GSI: u8 = 17;
-pub const BLK_BAR0: u32 = ESB_BAR0 + virtio_blk::BAR0_SIZE;
 
 /// The root disk for one VM build.
 pub struct DiskParams {
@@ -138,6 +119,27 @@ impl WatchdogObserver for FactsToMainLoop {
     }
 }
 
+/// PCI bus 0 while the machine is built, and the INTx routing the MP table
+/// will describe.
+struct Pci {
+    bus: PciBus,
+    intx: Vec<PciIntx>,
+}
+
+impl Pci {
+    /// Slot, device, BARs (sizes from the device) and INTA in one call.
+    fn attach<D: PciDevice + 'static>(
+        &mut self,
+        at: layout::PciSlot,
+        device: Arc<Mutex<D>>,
+        mmio: &mut Bus,
+    ) -> Result<(), PlatformError> {
+        self.bus.attach(at.slot, device, mmio)?;
+        self.intx.push(PciIntx { slot: at.slot, pin: 1, gsi: at.gsi });
+        Ok(())
+    }
+}
+
 pub fn build(
     vm: &Arc<VmFd>,
     mem: &Arc<GuestMemoryMmap>,
@@ -147,21 +149,21 @@ pub fn build(
 
     let irq = EventFd::new(libc::EFD_NONBLOCK)
         .map_err(|e| PlatformError::Irq { what: "serial eventfd", err: e.to_string() })?;
-    vm.register_irqfd(&irq, SERIAL_IRQ)
+    vm.register_irqfd(&irq, layout::SERIAL_IRQ)
         .map_err(|e| PlatformError::Irq { what: "serial irqfd", err: e.to_string() })?;
     let serial = Arc::new(Mutex::new(Serial::new(Arc::new(IrqFd(irq)), p.console)));
-    buses.pio.insert(serial.clone(), SERIAL_PORT, 8)?;
+    buses.pio.insert(serial.clone(), layout::SERIAL_PORT, layout::SERIAL_PORT_LEN)?;
 
     let i8042 = Arc::new(Mutex::new(I8042::new(Arc::new(ResetToMainLoop {
         requests: p.requests.clone(),
         generation: p.generation,
     }))));
-    buses.pio.insert(i8042, I8042_PORT, 5)?;
+    buses.pio.insert(i8042, layout::I8042_PORT, layout::I8042_PORT_LEN)?;
 
     let esb = Arc::new(Mutex::new(I6300Esb::new(EsbParams {
-        bar0_addr: ESB_BAR0,
-        irq_line: ESB_GSI,
-        irq: Some(Arc::new(KvmLine { vm: vm.clone(), gsi: ESB_GSI.into() })),
+        bar0_addr: layout::ESB.bar0,
+        irq_line: layout::ESB.gsi,
+        irq: Some(Arc::new(KvmLine { vm: vm.clone(), gsi: layout::ESB.gsi.into() })),
         clock: p.clock.clone(),
         observer: Arc::new(FactsToMainLoop {
             requests: p.requests.clone(),
@@ -170,34 +172,23 @@ pub fn build(
         }),
         timeout_flag: p.esb_timeout_flag,
     })?));
-    let mut pci = PciBus::new();
-    pci.add(0, Arc::new(Mutex::new(HostBridge::new())))?;
-    pci.add(ESB_SLOT, esb.clone())?;
-    buses.mmio.insert(
-        Arc::new(Mutex::new(PciBarRegion::new(esb.clone(), 0))),
-        ESB_BAR0.into(),
-        ESB_BAR0_SIZE,
-    )?;
-    let mut intx = vec![PciIntx { slot: ESB_SLOT, pin: 1, gsi: ESB_GSI }];
+    let mut pci = Pci { bus: PciBus::new(), intx: Vec::new() };
+    pci.bus.add(layout::HOST_BRIDGE_SLOT, Arc::new(Mutex::new(HostBridge::new())))?;
+    pci.attach(layout::ESB, esb.clone(), &mut buses.mmio)?;
     if let Some(d) = p.disk {
-        let blk = Arc::new(Mutex::new(VirtioBlk::new(BlkParams {
+        let blk = VirtioBlk::new(BlkParams {
             disk: d.file,
             readonly: d.readonly,
-            bar0_addr: BLK_BAR0,
-            irq_line: BLK_GSI,
-            irq: Some(Arc::new(KvmLine { vm: vm.clone(), gsi: BLK_GSI.into() })),
+            bar0_addr: layout::BLK.bar0,
+            irq_line: layout::BLK.gsi,
+            irq: Some(Arc::new(KvmLine { vm: vm.clone(), gsi: layout::BLK.gsi.into() })),
             mem: mem.clone(),
             faults: d.faults,
-        })?));
-        pci.add(BLK_SLOT, blk.clone())?;
-        buses.mmio.insert(
-            Arc::new(Mutex::new(PciBarRegion::new(blk, 0))),
-            BLK_BAR0.into(),
-            virtio_blk::BAR0_SIZE.into(),
-        )?;
-        intx.push(PciIntx { slot: BLK_SLOT, pin: 1, gsi: BLK_GSI });
+        })?;
+        pci.attach(layout::BLK, Arc::new(Mutex::new(blk)), &mut buses.mmio)?;
     }
-    buses.pio.insert(Arc::new(Mutex::new(PciConfigIo::new(pci))), CONFIG_IO_BASE, CONFIG_IO_LEN)?;
+    let intx = pci.intx;
+    buses.pio.insert(Arc::new(Mutex::new(PciConfigIo::new(pci.bus))), CONFIG_IO_BASE, CONFIG_IO_LEN)?;
 
     Ok(Platform { buses: Arc::new(buses), serial, esb, intx, requests: p.requests, generation: p.generation })
 }

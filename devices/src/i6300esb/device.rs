@@ -10,7 +10,7 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::log_limit::LogLimit;
-use crate::pci::config_space::{BarKind, ConfigSpace, PciIdentity, INTERRUPT_LINE, PIN_INTA};
+use crate::pci::config_space::{BarKind, ConfigSpace, PciIdentity, PlacedBar, INTERRUPT_LINE, PIN_INTA};
 use crate::pci::IntxPin;
 use crate::pci::PciDevice;
 use crate::warn_limited;
@@ -322,6 +322,10 @@ impl I6300Esb {
 }
 
 impl PciDevice for I6300Esb {
+    fn bars(&self) -> Vec<PlacedBar> {
+        self.config.placed_bars()
+    }
+
     fn config_read(&mut self, offset: u16, data: &mut [u8]) {
         let now = self.clock.now();
         self.poll_at(now);

@@ -1,11 +1,12 @@
-//! A BAR's placed range as a bus device.
+//! A BAR's placed range as a bus target.
 //!
 //! The VMM inserts one of these on the MMIO bus at each BAR's placed address
 //! with the BAR's size. Because BARs never move, that mapping is made once
 //! when the VM is built; the device still decides per access whether its
-//! command register lets the access through.
+//! command register lets the access through. The region holds no state of
+//! its own, so it needs no lock: an access locks only the device.
 
-use crate::bus::{lock, BusDevice};
+use crate::bus::{lock, BusTarget};
 use crate::pci::config_io::SharedPciDevice;
 
 pub struct PciBarRegion {
@@ -25,12 +26,12 @@ impl PciBarRegion {
     }
 }
 
-impl BusDevice for PciBarRegion {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
+impl BusTarget for PciBarRegion {
+    fn read(&self, offset: u64, data: &mut [u8]) {
         lock(&self.device).bar_read(self.bar, offset, data);
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) {
+    fn write(&self, offset: u64, data: &[u8]) {
         lock(&self.device).bar_write(self.bar, offset, data);
     }
 }
@@ -45,6 +46,9 @@ mod tests {
     #[derive(Default)]
     struct Rec(Vec<(usize, u64, Vec<u8>)>);
     impl PciDevice for Rec {
+        fn bars(&self) -> Vec<crate::pci::PlacedBar> {
+            Vec::new()
+        }
         fn config_read(&mut self, _: u16, _: &mut [u8]) {}
         fn config_write(&mut self, _: u16, _: &[u8]) {}
         fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
@@ -59,7 +63,7 @@ mod tests {
     fn forwards_bar_accesses_with_offsets() {
         let dev = Arc::new(Mutex::new(Rec::default()));
         let mut bus = Bus::new();
-        bus.insert(Arc::new(Mutex::new(PciBarRegion::new(dev.clone(), 2))), 0xFEBF_0000, 16).unwrap();
+        bus.insert(Arc::new(PciBarRegion::new(dev.clone(), 2)), 0xFEBF_0000, 16).unwrap();
         let mut b = [0u8; 2];
         assert!(bus.read(0xFEBF_0004, &mut b));
         assert_eq!(b, [0x24, 0x24]);

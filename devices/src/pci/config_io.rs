@@ -6,8 +6,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::bar_region::PciBarRegion;
 use super::PciDevice;
-use crate::bus::{lock, BusDevice};
+use crate::bus::{lock, Bus, BusDevice};
 
 pub const CONFIG_IO_BASE: u64 = 0xCF8;
 pub const CONFIG_IO_LEN: u64 = 8;
@@ -26,6 +27,13 @@ pub enum PciBusError {
     /// slot already occupied
     #[error("PCI slot {0} is already occupied")]
     SlotOccupied(u8),
+    #[error("cannot place BAR{bar} of the device in PCI slot {slot}: {source}")]
+    Bar {
+        slot: u8,
+        bar: usize,
+        #[source]
+        source: crate::bus::BusError,
+    },
 }
 
 /// Bus 0: one device (function 0) per slot.
@@ -53,6 +61,30 @@ impl PciBus {
         }
         *entry = Some(device);
         Ok(())
+    }
+
+    /// Puts `device` in `slot` and each of its placed BARs on `mmio`, at the
+    /// address and with the size the device declares: the one way a PCI
+    /// function joins the machine.
+    pub fn attach<D: PciDevice + 'static>(
+        &mut self,
+        slot: u8,
+        device: Arc<Mutex<D>>,
+        mmio: &mut Bus,
+    ) -> Result<(), PciBusError> {
+        if self.get(slot).is_some() {
+            return Err(PciBusError::SlotOccupied(slot));
+        }
+        let shared: SharedPciDevice = device.clone();
+        for b in lock(&device).bars() {
+            let region = Arc::new(PciBarRegion::new(shared.clone(), b.index));
+            mmio.insert(region, b.addr.into(), b.size.into()).map_err(|source| PciBusError::Bar {
+                slot,
+                bar: b.index,
+                source,
+            })?;
+        }
+        self.add(slot, shared)
     }
 
     pub fn get(&self, slot: u8) -> Option<&SharedPciDevice> {
@@ -132,8 +164,12 @@ mod tests {
     #[derive(Default)]
     struct Echo {
         writes: Vec<(u16, Vec<u8>)>,
+        bars: Vec<crate::pci::PlacedBar>,
     }
     impl PciDevice for Echo {
+        fn bars(&self) -> Vec<crate::pci::PlacedBar> {
+            self.bars.clone()
+        }
         fn config_read(&mut self, offset: u16, data: &mut [u8]) {
             for (i, d) in data.iter_mut().enumerate() {
                 *d = (offset as usize + i) as u8;
@@ -253,5 +289,33 @@ mod tests {
         assert_eq!(bus.add(31, Arc::new(Mutex::new(Echo::default()))), Err(PciBusError::SlotOccupied(31)));
         assert_eq!(bus.add(32, Arc::new(Mutex::new(Echo::default()))), Err(PciBusError::SlotOutOfRange(32)));
         assert!(bus.get(31).is_some() && bus.get(0).is_none() && bus.get(200).is_none());
+    }
+
+    #[test]
+    fn attach_places_every_bar_the_device_declares_and_nothing_else() {
+        use crate::pci::PlacedBar;
+        let bars = vec![
+            PlacedBar { index: 0, addr: 0x1000, size: 16 },
+            PlacedBar { index: 2, addr: 0x4000, size: 0x1000 },
+        ];
+        let dev = Arc::new(Mutex::new(Echo { bars, ..Echo::default() }));
+        let (mut pci, mut mmio) = (PciBus::new(), Bus::new());
+        pci.attach(3, dev.clone(), &mut mmio).unwrap();
+        assert!(pci.get(3).is_some());
+        let mut b = [0u8; 4];
+        for (addr, present) in
+            [(0x1000, true), (0x100c, true), (0x1010, false), (0x4ffc, true), (0x5000, false)]
+        {
+            assert_eq!(mmio.read(addr, &mut b), present, "{addr:#x}");
+        }
+        // The same slot again, or a BAR over one already placed: refused.
+        assert_eq!(
+            pci.attach(3, Arc::new(Mutex::new(Echo::default())), &mut mmio),
+            Err(PciBusError::SlotOccupied(3))
+        );
+        let clash = Echo { bars: vec![PlacedBar { index: 1, addr: 0x1008, size: 16 }], ..Echo::default() };
+        let err = pci.attach(4, Arc::new(Mutex::new(clash)), &mut mmio).unwrap_err();
+        assert!(matches!(err, PciBusError::Bar { slot: 4, bar: 1, .. }), "{err:?}");
+        assert!(pci.get(4).is_none(), "a device whose BAR could not be placed is not on the bus");
     }
 }

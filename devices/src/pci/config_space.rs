@@ -113,6 +113,14 @@ impl Bar {
     }
 }
 
+/// A BAR as placed by the VMM: fixed for the life of the VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlacedBar {
+    pub index: usize,
+    pub addr: u32,
+    pub size: u32,
+}
+
 #[derive(Clone, Debug)]
 pub struct ConfigSpace {
     regs: [u8; CONFIG_SPACE_SIZE],
@@ -181,6 +189,13 @@ impl ConfigSpace {
         }
         *slot = Some(Bar { addr, size, kind, sizing: false });
         Ok(())
+    }
+
+    /// Every placed BAR, in index order.
+    pub fn placed_bars(&self) -> Vec<PlacedBar> {
+        (0..NUM_BARS)
+            .filter_map(|index| self.bar(index).map(|(addr, size)| PlacedBar { index, addr, size }))
+            .collect()
     }
 
     /// The placed address and size of BAR `index`.

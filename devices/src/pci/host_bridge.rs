@@ -4,7 +4,7 @@
 //! configuration mechanism #1 only if it finds a host bridge (or VGA, or an
 //! Intel/Compaq function) on bus 0, and lspci shows a familiar root.
 
-use super::config_space::{ConfigSpace, PciIdentity};
+use super::config_space::{ConfigSpace, PciIdentity, PlacedBar};
 use super::PciDevice;
 
 pub const VENDOR_INTEL: u16 = 0x8086;
@@ -38,6 +38,10 @@ impl HostBridge {
 }
 
 impl PciDevice for HostBridge {
+    fn bars(&self) -> Vec<PlacedBar> {
+        self.config.placed_bars()
+    }
+
     fn config_read(&mut self, offset: u16, data: &mut [u8]) {
         self.config.read(offset, data);
     }

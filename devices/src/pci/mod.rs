@@ -2,7 +2,8 @@
 //!
 //! A PCI device is four methods: config space read/write and BAR read/write.
 //! BARs are placed by the VMM when the VM is built and never move (see
-//! `config_space` for what happens when a guest tries).
+//! `config_space` for what happens when a guest tries); [`PciBus::attach`]
+//! puts a function in its slot and its BARs on the MMIO bus in one call.
 
 pub mod bar_region;
 pub mod config_io;
@@ -12,13 +13,16 @@ pub mod intx;
 
 pub use bar_region::PciBarRegion;
 pub use config_io::{PciBus, PciBusError, PciConfigIo, SharedPciDevice};
-pub use config_space::{BarKind, ConfigSpace, ConfigSpaceError, PciIdentity};
+pub use config_space::{BarKind, ConfigSpace, ConfigSpaceError, PciIdentity, PlacedBar};
 pub use host_bridge::HostBridge;
 pub use intx::IntxPin;
 
 /// A function on the PCI bus. All methods take guest-controlled offsets and
 /// lengths and must not panic on any of them.
 pub trait PciDevice: Send {
+    /// Where the VMM placed this function's BARs and how large each is:
+    /// what attaching it puts on the MMIO bus ([`PciBus::attach`]).
+    fn bars(&self) -> Vec<PlacedBar>;
     /// Config space access; `offset` in 0..256, `data.len()` in {1, 2, 4}
     /// and naturally aligned (the config mechanism guarantees both).
     fn config_read(&mut self, offset: u16, data: &mut [u8]);

@@ -17,7 +17,7 @@ use crate::pci::config_space::{
     BarKind, ConfigSpace, PciIdentity, COMMAND_BUS_MASTER, INTERRUPT_LINE, PIN_INTA, STATUS,
 };
 use crate::pci::IntxPin;
-use crate::pci::PciDevice;
+use crate::pci::{PciDevice, PlacedBar};
 use crate::warn_limited;
 
 #[derive(Default)]
@@ -303,6 +303,10 @@ impl VirtioBlk {
 }
 
 impl PciDevice for VirtioBlk {
+    fn bars(&self) -> Vec<PlacedBar> {
+        self.config.placed_bars()
+    }
+
     fn config_read(&mut self, offset: u16, data: &mut [u8]) {
         self.config.read(offset, data);
     }

@@ -52,6 +52,18 @@ pub enum BlockOp {
     GetId,
 }
 
+impl BlockOp {
+    /// The name events and logs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockOp::Read => "read",
+            BlockOp::Write => "write",
+            BlockOp::Flush => "flush",
+            BlockOp::GetId => "get-id",
+        }
+    }
+}
+
 /// What the fault policy wants done with one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultDecision {

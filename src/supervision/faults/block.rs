@@ -6,38 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use kennel_devices::virtio_blk::{BlockOp, FaultDecision};
+
 use super::spec::{FaultKind, FaultSpec};
-
-/// A disk request, as the block device sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BlockOp {
-    Read,
-    Write,
-    Flush,
-    GetId,
-}
-
-impl BlockOp {
-    pub fn name(self) -> &'static str {
-        match self {
-            BlockOp::Read => "read",
-            BlockOp::Write => "write",
-            BlockOp::Flush => "flush",
-            BlockOp::GetId => "get-id",
-        }
-    }
-}
-
-/// What the disk should do with one request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// Carry it out as usual.
-    Proceed,
-    /// Complete it with an I/O error status, transferring nothing.
-    IoError,
-    /// Wait this long, then carry it out as usual.
-    Delay(Duration),
-}
 
 /// One injection worth an event: "what, where". Only some injections are
 /// reported (see [`BlockFaultState::decide`]); `occurrence` says how many
@@ -203,9 +174,9 @@ impl BlockFaultState {
     /// order: an error beats a delay (the first erroring spec is the one
     /// counted), delays of several specs add up. The second value is an event
     /// to emit, rate-limited per spec (occurrences 1, 2, 3, 10, 100, ...).
-    pub fn decide(&self, op: BlockOp, sector: u64, sectors: u64) -> (Decision, Option<Injected>) {
+    pub fn decide(&self, op: BlockOp, sector: u64, sectors: u64) -> (FaultDecision, Option<Injected>) {
         if self.rules.is_empty() {
-            return (Decision::Proceed, None);
+            return (FaultDecision::Proceed, None);
         }
         // Nothing panics while the lock is held, but a poisoned lock would
         // still hold consistent counters: carry on with them.
@@ -249,11 +220,11 @@ impl BlockFaultState {
         }
 
         let (decision, fired) = match error {
-            Some(i) => (Decision::IoError, vec![i]),
-            None if !delays.is_empty() => (Decision::Delay(delay), delays),
-            None => (Decision::Proceed, Vec::new()),
+            Some(i) => (FaultDecision::IoError, vec![i]),
+            None if !delays.is_empty() => (FaultDecision::Delay(delay), delays),
+            None => (FaultDecision::Proceed, Vec::new()),
         };
-        if decision != Decision::IoError {
+        if decision != FaultDecision::IoError {
             match op {
                 BlockOp::Read => c.read = c.read.saturating_add(sectors),
                 BlockOp::Write => c.written = c.written.saturating_add(sectors),

@@ -2,10 +2,10 @@
 //! injected fault worth reporting goes to the main loop as a
 //! FAULT_INJECTED event.
 
-use kennel_devices::virtio_blk::{BlockFaults, BlockOp as DevOp, FaultDecision};
+use kennel_devices::virtio_blk::{BlockFaults, BlockOp, FaultDecision};
 
 use crate::machine::requests::{RequestSender, VmRequest};
-use crate::supervision::faults::{BlockFaultState, BlockOp, Decision};
+use crate::supervision::faults::BlockFaultState;
 
 pub struct CycleDiskFaults {
     pub state: BlockFaultState,
@@ -14,22 +14,12 @@ pub struct CycleDiskFaults {
 }
 
 impl BlockFaults for CycleDiskFaults {
-    fn decide(&self, op: DevOp, sector: u64, sectors: u64) -> FaultDecision {
-        let op = match op {
-            DevOp::Read => BlockOp::Read,
-            DevOp::Write => BlockOp::Write,
-            DevOp::Flush => BlockOp::Flush,
-            DevOp::GetId => BlockOp::GetId,
-        };
+    fn decide(&self, op: BlockOp, sector: u64, sectors: u64) -> FaultDecision {
         let (decision, injected) = self.state.decide(op, sector, sectors);
         if let Some(i) = injected {
             self.requests
                 .send(VmRequest::FaultInjected { data: i.event_data(), generation: self.generation });
         }
-        match decision {
-            Decision::Proceed => FaultDecision::Proceed,
-            Decision::IoError => FaultDecision::IoError,
-            Decision::Delay(d) => FaultDecision::Delay(d),
-        }
+        decision
     }
 }

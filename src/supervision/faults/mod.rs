@@ -60,8 +60,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-pub use block::{BlockFaultState, BlockOp, Decision, FaultCount, Injected};
+pub use block::{BlockFaultState, FaultCount, Injected};
 pub use hang::HangFault;
+/// The disk's own request kinds and decisions: the fault policy speaks the
+/// device's language, so nothing is translated on the way.
+pub use kennel_devices::virtio_blk::{BlockOp, FaultDecision};
 pub use spec::{Cycles, FaultKind, FaultSpec, HangSince, MAX_DURATION};
 
 /// `--fault-seed`'s default: fixed, so two runs with the same specs inject

@@ -220,10 +220,10 @@ fn read_error_hits_reads_of_its_cycles_only() -> Result<(), FaultError> {
     let p = plan(&["blk:read-error,cycle=2"])?;
     let c1 = p.block_faults(1);
     assert!(!c1.is_active());
-    assert_eq!(c1.decide(BlockOp::Read, 0, 8).0, Decision::Proceed);
+    assert_eq!(c1.decide(BlockOp::Read, 0, 8).0, FaultDecision::Proceed);
     let c2 = p.block_faults(2);
     let (d, ev) = c2.decide(BlockOp::Read, 2048, 8);
-    assert_eq!(d, Decision::IoError);
+    assert_eq!(d, FaultDecision::IoError);
     let ev = ev.ok_or(FaultError::Empty)?;
     assert_eq!(
         (ev.what, ev.op, ev.sector, ev.sectors, ev.cycle, ev.occurrence),
@@ -232,9 +232,9 @@ fn read_error_hits_reads_of_its_cycles_only() -> Result<(), FaultError> {
     assert_eq!(ev.spec, "blk:read-error,cycle=2");
     assert_eq!(ev.event_data()["op"], "read");
     for op in [BlockOp::Write, BlockOp::Flush, BlockOp::GetId] {
-        assert_eq!(c2.decide(op, 0, 8), (Decision::Proceed, None), "{op:?}");
+        assert_eq!(c2.decide(op, 0, 8), (FaultDecision::Proceed, None), "{op:?}");
     }
-    assert_eq!(p.block_faults(3).decide(BlockOp::Read, 0, 8).0, Decision::Proceed);
+    assert_eq!(p.block_faults(3).decide(BlockOp::Read, 0, 8).0, FaultDecision::Proceed);
     Ok(())
 }
 
@@ -245,18 +245,18 @@ fn after_sectors_counts_sectors_transferred_in_the_cycle() -> Result<(), FaultEr
     // 4095 sectors, then one request that crosses the line: it still starts
     // below 4096 and succeeds; the next one fails, and so do all after.
     for i in 0..4095 {
-        assert_eq!(s.decide(BlockOp::Read, i, 1).0, Decision::Proceed, "read {i}");
+        assert_eq!(s.decide(BlockOp::Read, i, 1).0, FaultDecision::Proceed, "read {i}");
     }
-    assert_eq!(s.decide(BlockOp::Read, 9, 8).0, Decision::Proceed);
-    assert_eq!(s.decide(BlockOp::Read, 0, 1).0, Decision::IoError);
-    assert_eq!(s.decide(BlockOp::Read, 0, 1).0, Decision::IoError);
+    assert_eq!(s.decide(BlockOp::Read, 9, 8).0, FaultDecision::Proceed);
+    assert_eq!(s.decide(BlockOp::Read, 0, 1).0, FaultDecision::IoError);
+    assert_eq!(s.decide(BlockOp::Read, 0, 1).0, FaultDecision::IoError);
     // Writes have their own count.
-    assert_eq!(s.decide(BlockOp::Write, 0, 16).0, Decision::Proceed);
-    assert_eq!(s.decide(BlockOp::Write, 0, 1).0, Decision::IoError);
+    assert_eq!(s.decide(BlockOp::Write, 0, 16).0, FaultDecision::Proceed);
+    assert_eq!(s.decide(BlockOp::Write, 0, 1).0, FaultDecision::IoError);
     // A new cycle starts counting again.
     let s3 = p.block_faults(3);
-    assert_eq!(s3.decide(BlockOp::Read, 0, 4096).0, Decision::Proceed);
-    assert_eq!(s3.decide(BlockOp::Read, 0, 1).0, Decision::IoError);
+    assert_eq!(s3.decide(BlockOp::Read, 0, 4096).0, FaultDecision::Proceed);
+    assert_eq!(s3.decide(BlockOp::Read, 0, 1).0, FaultDecision::IoError);
     Ok(())
 }
 
@@ -266,13 +266,13 @@ fn failed_requests_do_not_count_as_transferred() -> Result<(), FaultError> {
     let s = p.block_faults(1);
     let mut ok = 0u64;
     while ok < 100 {
-        if s.decide(BlockOp::Read, 0, 1).0 == Decision::Proceed {
+        if s.decide(BlockOp::Read, 0, 1).0 == FaultDecision::Proceed {
             ok += 1;
         }
     }
     assert!(s.counts()[0].injected > 0);
     assert_eq!(s.counts()[1].injected, 0);
-    assert_eq!(s.decide(BlockOp::Read, 0, 1).0, Decision::IoError);
+    assert_eq!(s.decide(BlockOp::Read, 0, 1).0, FaultDecision::IoError);
     Ok(())
 }
 
@@ -281,7 +281,7 @@ fn probability_is_seeded_and_roughly_right() -> Result<(), FaultError> {
     let specs = vec!["blk:write-error,probability=0.1".to_string()];
     let run = |seed, cycle| -> Result<Vec<bool>, FaultError> {
         let s = FaultPlan::parse_all(&specs, seed)?.block_faults(cycle);
-        Ok((0..10_000).map(|i| s.decide(BlockOp::Write, i, 1).0 == Decision::IoError).collect())
+        Ok((0..10_000).map(|i| s.decide(BlockOp::Write, i, 1).0 == FaultDecision::IoError).collect())
     };
     let a = run(DEFAULT_SEED, 1)?;
     assert_eq!(a, run(DEFAULT_SEED, 1)?, "same seed, same faults");
@@ -293,7 +293,7 @@ fn probability_is_seeded_and_roughly_right() -> Result<(), FaultError> {
     // 0 and 1 are exact.
     for (p, want) in [("0", 0), ("1", 1000)] {
         let s = plan(&[&format!("blk:flush-error,probability={p}")])?.block_faults(1);
-        let n = (0..1000).filter(|_| s.decide(BlockOp::Flush, 0, 0).0 == Decision::IoError).count();
+        let n = (0..1000).filter(|_| s.decide(BlockOp::Flush, 0, 0).0 == FaultDecision::IoError).count();
         assert_eq!(n, want, "probability {p}");
     }
     Ok(())
@@ -304,8 +304,8 @@ fn adding_a_spec_does_not_change_another_specs_draws() -> Result<(), FaultError>
     let alone = plan(&["blk:write-error,probability=0.3"])?.block_faults(1);
     let with = plan(&["blk:write-error,probability=0.3", "blk:delay=1ms,probability=0.5"])?.block_faults(1);
     for i in 0..1000 {
-        let a = alone.decide(BlockOp::Write, i, 1).0 == Decision::IoError;
-        let b = with.decide(BlockOp::Write, i, 1).0 == Decision::IoError;
+        let a = alone.decide(BlockOp::Write, i, 1).0 == FaultDecision::IoError;
+        let b = with.decide(BlockOp::Write, i, 1).0 == FaultDecision::IoError;
         assert_eq!(a, b, "request {i}");
     }
     Ok(())
@@ -315,12 +315,12 @@ fn adding_a_spec_does_not_change_another_specs_draws() -> Result<(), FaultError>
 fn delays_add_up_and_errors_beat_them() -> Result<(), FaultError> {
     let p = plan(&["blk:delay=200ms", "blk:delay=1s,cycle=3", "blk:flush-error,cycle=3"])?;
     let (d, ev) = p.block_faults(1).decide(BlockOp::GetId, 0, 0);
-    assert_eq!(d, Decision::Delay(ms(200)));
+    assert_eq!(d, FaultDecision::Delay(ms(200)));
     assert_eq!(ev.map(|e| e.what), Some("delay"));
     let s3 = p.block_faults(3);
-    assert_eq!(s3.decide(BlockOp::Read, 0, 8).0, Decision::Delay(ms(1200)));
+    assert_eq!(s3.decide(BlockOp::Read, 0, 8).0, FaultDecision::Delay(ms(1200)));
     let (d, ev) = s3.decide(BlockOp::Flush, 0, 0);
-    assert_eq!(d, Decision::IoError);
+    assert_eq!(d, FaultDecision::IoError);
     assert_eq!(ev.map(|e| e.what), Some("flush-error"));
     let counts = s3.counts();
     assert_eq!(counts.iter().map(|c| c.injected).collect::<Vec<_>>(), vec![1, 1, 1]);
@@ -359,7 +359,7 @@ fn state_is_shared_between_threads() -> Result<(), FaultError> {
         .map(|_| {
             let s = s.clone();
             std::thread::spawn(move || {
-                (0..500).filter(|_| s.decide(BlockOp::Write, 0, 1).0 == Decision::IoError).count()
+                (0..500).filter(|_| s.decide(BlockOp::Write, 0, 1).0 == FaultDecision::IoError).count()
             })
         })
         .collect();

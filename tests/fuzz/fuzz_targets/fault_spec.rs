@@ -14,7 +14,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use kennel::supervision::faults::{BlockOp, Cycles, Decision, FaultError, FaultKind, FaultPlan, FaultSpec, MAX_DURATION};
+use kennel::supervision::faults::{BlockOp, Cycles, FaultDecision, FaultError, FaultKind, FaultPlan, FaultSpec, MAX_DURATION};
 
 fn canonical(s: &FaultSpec) -> String {
     let cycles = match s.cycles.last {
@@ -111,9 +111,9 @@ fuzz_target!(|data: &[u8]| {
                         let can_delay =
                             specs.iter().filter(applies).any(|s| matches!(s.kind, FaultKind::Delay(_)));
                         match d {
-                            Decision::Proceed => {}
-                            Decision::IoError => assert!(can_fail, "{op:?} failed with no spec for it"),
-                            Decision::Delay(_) => assert!(can_delay, "{op:?} delayed with no delay spec"),
+                            FaultDecision::Proceed => {}
+                            FaultDecision::IoError => assert!(can_fail, "{op:?} failed with no spec for it"),
+                            FaultDecision::Delay(_) => assert!(can_delay, "{op:?} delayed with no delay spec"),
                         }
                     }
                 }

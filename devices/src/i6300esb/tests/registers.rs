@@ -266,8 +266,7 @@ fn wired_through_config_mechanism_and_mmio_bus() {
     pci.add(1, esb.clone()).unwrap();
     let mut cf8 = PciConfigIo::new(pci);
     let mut mmio = Bus::new();
-    mmio.insert(Arc::new(std::sync::Mutex::new(PciBarRegion::new(esb.clone(), 0))), u64::from(BAR0_ADDR), 16)
-        .unwrap();
+    mmio.insert(Arc::new(PciBarRegion::new(esb.clone(), 0)), u64::from(BAR0_ADDR), 16).unwrap();
 
     let select =
         |io: &mut PciConfigIo, reg: u32| io.write(0, &(0x8000_0000u32 | 1 << 11 | reg).to_le_bytes());

@@ -296,17 +296,14 @@ fn every_config_offset_is_safe() {
 #[test]
 fn wired_like_the_vmm_does_it() {
     use crate::bus::{Bus, BusDevice};
-    use crate::pci::{PciBarRegion, PciBus, PciConfigIo, SharedPciDevice};
+    use crate::pci::{PciBus, PciConfigIo};
 
     let rig = Rig::bare(&pattern(4096, 0), false);
     let dev = Arc::new(Mutex::new(rig.dev));
-    let shared: SharedPciDevice = dev.clone();
     let mut pci = PciBus::new();
-    pci.add(4, shared.clone()).unwrap();
-    let mut io = PciConfigIo::new(pci);
     let mut mmio = Bus::new();
-    let region = Arc::new(Mutex::new(PciBarRegion::new(shared, 0)));
-    mmio.insert(region, u64::from(BAR), u64::from(BAR0_SIZE)).unwrap();
+    pci.attach(4, dev.clone(), &mut mmio).unwrap();
+    let mut io = PciConfigIo::new(pci);
 
     let select = |io: &mut PciConfigIo, reg: u32| io.write(0, &(0x8000_0000 | 4 << 11 | reg).to_le_bytes());
     select(&mut io, 0);

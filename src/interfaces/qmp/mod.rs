@@ -31,8 +31,6 @@ mod server;
 mod socket;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_pyqmp;
 
 pub use clients::{QmpEventSink, MAX_OUTBOX};
 pub use framing::MAX_MESSAGE;

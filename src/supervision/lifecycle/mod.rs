@@ -36,8 +36,6 @@
 mod machine;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_deadline;
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,6 +1,8 @@
 //! The server end to end: real sockets, a real `EventManager` loop, and a
 //! fake VMM wired the way the real one is meant to be (lifecycle + hub).
 
+mod pyqmp;
+
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::fs::MetadataExt;

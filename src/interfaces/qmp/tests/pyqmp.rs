@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::tests::Setup;
+use super::Setup;
 
 const SCRIPT: &str = r#"
 import asyncio, json, sys

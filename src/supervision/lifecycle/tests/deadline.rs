@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::tests::Harness;
-use super::*;
+use super::super::*;
+use super::Harness;
 
 fn with_deadline(secs: u64, action: DeadlineAction) -> Harness {
     Harness::booted(Config {

@@ -1,5 +1,7 @@
 //! Watchdog transitions, cycle numbering and reporting.
 
+mod deadline;
+
 use kennel_devices::i6300esb::WatchdogFact;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -74,10 +74,6 @@ impl PausableClock {
             self.paused_total.fetch_add(self.raw().saturating_sub(at), Ordering::SeqCst);
         }
     }
-
-    pub fn is_paused(&self) -> bool {
-        self.paused_at.load(Ordering::SeqCst) != RUNNING
-    }
 }
 
 impl Clock for PausableClock {

@@ -85,7 +85,20 @@ pub enum Outcome {
     /// The host could not emulate an instruction; the vCPU loop may be able
     /// to handle it (PVM int3), or it is fatal.
     EmulationFailure,
-    Fatal(String),
+    Fatal(ExitError),
+}
+
+/// An exit the vCPU cannot go on from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ExitError {
+    #[error("the guest crashed (KVM system event)")]
+    GuestCrashed,
+    #[error("unknown KVM system event {0}")]
+    UnknownSystemEvent(u32),
+    #[error("KVM could not enter the guest (hardware entry failure reason {0:#x})")]
+    FailEntry(u64),
+    #[error("unhandled vCPU exit: {0}")]
+    Unhandled(&'static str),
 }
 
 /// The guest's view of ports and MMIO, shared by every vCPU.
@@ -129,15 +142,11 @@ pub fn handle(exit: Exit<'_>, buses: &Buses) -> Outcome {
         Exit::Shutdown => Outcome::Reset(ResetSource::TripleFault),
         Exit::SystemEvent { kind: SYSTEM_EVENT_RESET } => Outcome::Reset(ResetSource::SystemEvent),
         Exit::SystemEvent { kind: SYSTEM_EVENT_SHUTDOWN } => Outcome::PowerOff,
-        Exit::SystemEvent { kind: SYSTEM_EVENT_CRASH } => {
-            Outcome::Fatal("the guest crashed (KVM system event)".into())
-        }
-        Exit::SystemEvent { kind } => Outcome::Fatal(format!("unknown KVM system event {kind}")),
+        Exit::SystemEvent { kind: SYSTEM_EVENT_CRASH } => Outcome::Fatal(ExitError::GuestCrashed),
+        Exit::SystemEvent { kind } => Outcome::Fatal(ExitError::UnknownSystemEvent(kind)),
         Exit::InternalError => Outcome::EmulationFailure,
-        Exit::FailEntry { reason } => Outcome::Fatal(format!(
-            "KVM could not enter the guest (hardware entry failure reason {reason:#x})"
-        )),
-        Exit::Other(what) => Outcome::Fatal(format!("unhandled vCPU exit: {what}")),
+        Exit::FailEntry { reason } => Outcome::Fatal(ExitError::FailEntry(reason)),
+        Exit::Other(what) => Outcome::Fatal(ExitError::Unhandled(what)),
     }
 }
 
@@ -196,9 +205,11 @@ mod tests {
         assert!(matches!(handle(Exit::SystemEvent { kind: 3 }, &b), Outcome::Fatal(_)));
         assert_eq!(handle(Exit::InternalError, &b), Outcome::EmulationFailure);
         assert!(
-            matches!(handle(Exit::FailEntry { reason: 0x21 }, &b), Outcome::Fatal(m) if m.contains("0x21"))
+            matches!(handle(Exit::FailEntry { reason: 0x21 }, &b), Outcome::Fatal(m) if m.to_string().contains("0x21"))
         );
-        assert!(matches!(handle(Exit::Other("debug"), &b), Outcome::Fatal(m) if m.contains("debug")));
+        assert!(
+            matches!(handle(Exit::Other("debug"), &b), Outcome::Fatal(m) if m.to_string().contains("debug"))
+        );
         assert_eq!(handle(Exit::Hlt, &b), Outcome::Continue);
     }
 }

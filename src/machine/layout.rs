@@ -69,6 +69,16 @@ pub const ESB: PciSlot = PciSlot { slot: 4, gsi: 16, bar0: MMIO_HOLE_START as u3
 /// after the 6300ESB's.
 pub const BLK: PciSlot = PciSlot { slot: 5, gsi: 17, bar0: MMIO_HOLE_START as u32 + 0x4000 };
 
+// PCI BARs sit in the MMIO hole, aligned to their size, apart; INTx GSIs
+// are above the ISA range and not shared.
+const ESB_BAR0_SIZE: u32 = kennel_devices::i6300esb::regs::BAR0_SIZE;
+const BLK_BAR0_SIZE: u32 = kennel_devices::virtio_blk::BAR0_SIZE;
+const _: () = assert!(ESB.bar0 as u64 >= MMIO_HOLE_START && ESB.bar0 % ESB_BAR0_SIZE == 0);
+const _: () = assert!(BLK.bar0 % BLK_BAR0_SIZE == 0 && (BLK.bar0 + BLK_BAR0_SIZE) as u64 <= PCI_MMIO_END);
+const _: () = assert!(ESB.bar0 + ESB_BAR0_SIZE <= BLK.bar0);
+const _: () = assert!(ESB.slot != BLK.slot && ESB.slot != HOST_BRIDGE_SLOT && BLK.slot != HOST_BRIDGE_SLOT);
+const _: () = assert!(ESB.gsi >= 16 && BLK.gsi >= 16 && ESB.gsi != BLK.gsi);
+
 // The boot stack grows down from between the zero page and the page tables.
 const _: () = assert!(BOOT_STACK < PML4_ADDR && BOOT_STACK > ZERO_PAGE_ADDR + 0x1000);
 
@@ -113,19 +123,6 @@ pub fn low_ram_end(mem_bytes: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pci_bars_sit_in_the_mmio_hole_aligned_to_their_size_and_apart() {
-        let esb = (u64::from(ESB.bar0), u64::from(kennel_devices::i6300esb::regs::BAR0_SIZE));
-        let blk = (u64::from(BLK.bar0), u64::from(kennel_devices::virtio_blk::BAR0_SIZE));
-        for (addr, size) in [esb, blk] {
-            assert!(addr >= MMIO_HOLE_START && addr + size <= PCI_MMIO_END, "{addr:#x}");
-            assert_eq!(addr % size, 0, "{addr:#x} not aligned to {size:#x}");
-        }
-        assert!(esb.0 + esb.1 <= blk.0);
-        assert_ne!(ESB.slot, BLK.slot);
-        assert!(ESB.gsi >= 16 && BLK.gsi >= 16 && ESB.gsi != BLK.gsi, "no ISA IRQ shared");
-    }
 
     #[test]
     fn small_guest_has_one_region_and_low_map() {

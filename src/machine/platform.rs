@@ -35,8 +35,12 @@ pub enum PlatformError {
     Esb(#[from] kennel_devices::i6300esb::EsbError),
     #[error("cannot create the virtio-blk disk: {0}")]
     Blk(#[from] kennel_devices::virtio_blk::BlkError),
-    #[error("cannot set up an interrupt ({what}): {err}")]
-    Irq { what: &'static str, err: String },
+    #[error("cannot set up an interrupt ({what}): {source}")]
+    Irq {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The root disk for one VM build.
@@ -148,9 +152,9 @@ pub fn build(
     let mut buses = Buses { pio: Bus::new(), mmio: Bus::new() };
 
     let irq = EventFd::new(libc::EFD_NONBLOCK)
-        .map_err(|e| PlatformError::Irq { what: "serial eventfd", err: e.to_string() })?;
+        .map_err(|source| PlatformError::Irq { what: "serial eventfd", source })?;
     vm.register_irqfd(&irq, layout::SERIAL_IRQ)
-        .map_err(|e| PlatformError::Irq { what: "serial irqfd", err: e.to_string() })?;
+        .map_err(|e| PlatformError::Irq { what: "serial irqfd", source: e.into() })?;
     let serial = Arc::new(Mutex::new(Serial::new(Arc::new(IrqFd(irq)), p.console)));
     buses.pio.insert(serial.clone(), layout::SERIAL_PORT, layout::SERIAL_PORT_LEN)?;
 

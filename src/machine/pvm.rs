@@ -15,7 +15,7 @@ pub enum PvmError {
     )]
     Unhandled { rip: u64, bytes: String },
     #[error("cannot inspect the vCPU after an emulation failure: {0}")]
-    Inspect(String),
+    Inspect(#[source] kvm_ioctls::Error),
 }
 
 /// True when `/dev/kvm` is served by the PVM backend.
@@ -89,21 +89,21 @@ fn emulate(first: u8, fsw: impl FnOnce() -> Option<u16>) -> Option<Emulated> {
 
 /// Handles an emulation failure if it is one we know (see `emulate`).
 pub fn handle_emulation_failure(vcpu: &VcpuFd, mem: &GuestMemoryMmap) -> Result<(), PvmError> {
-    let mut regs = vcpu.get_regs().map_err(|e| PvmError::Inspect(e.to_string()))?;
+    let mut regs = vcpu.get_regs().map_err(PvmError::Inspect)?;
     let bytes = instruction_bytes(vcpu, mem, regs.rip);
     let what = bytes.first().and_then(|b| emulate(*b, || vcpu.get_fpu().ok().map(|f| f.fsw)));
     let Some(what) = what else {
         return Err(PvmError::Unhandled { rip: regs.rip, bytes: hex(&bytes) });
     };
     regs.rip = regs.rip.wrapping_add(1);
-    vcpu.set_regs(&regs).map_err(|e| PvmError::Inspect(e.to_string()))?;
+    vcpu.set_regs(&regs).map_err(PvmError::Inspect)?;
     if let Emulated::SkipAndRaise(vector) = what {
-        let mut ev = vcpu.get_vcpu_events().map_err(|e| PvmError::Inspect(e.to_string()))?;
+        let mut ev = vcpu.get_vcpu_events().map_err(PvmError::Inspect)?;
         ev.exception.injected = 1;
         ev.exception.nr = vector;
         ev.exception.has_error_code = 0;
         ev.exception.error_code = 0;
-        vcpu.set_vcpu_events(&ev).map_err(|e| PvmError::Inspect(e.to_string()))?;
+        vcpu.set_vcpu_events(&ev).map_err(PvmError::Inspect)?;
     }
     Ok(())
 }

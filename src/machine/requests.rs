@@ -30,7 +30,7 @@ pub enum VmRequest {
     /// A vCPU cannot go on; the VM must stop with an error.
     Fatal {
         vcpu: u8,
-        message: String,
+        error: crate::machine::vcpu::VcpuError,
         generation: u64,
     },
     /// A fault was injected; `data` is the FAULT_INJECTED event's data.

@@ -24,13 +24,24 @@ use crate::machine::requests::{RequestSender, VmRequest};
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
     #[error("cannot install the vCPU kick signal handler: {0}")]
-    Signal(vmm_sys_util::errno::Error),
+    Signal(#[source] vmm_sys_util::errno::Error),
     #[error("cannot start a vCPU thread: {0}")]
-    Spawn(std::io::Error),
+    Spawn(#[source] std::io::Error),
+    // What stops a running vCPU, sent to the main loop.
+    #[error("cannot confine the vCPU thread: {0}")]
+    Seccomp(#[source] crate::host::seccomp::SeccompError),
+    #[error("KVM_RUN failed: {0}")]
+    Run(#[source] kvm_ioctls::Error),
+    #[error("KVM reported an internal error (emulation failure)")]
+    EmulationFailure,
+    #[error(transparent)]
+    Pvm(#[from] crate::machine::pvm::PvmError),
+    #[error(transparent)]
+    Exit(#[from] exits::ExitError),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RunState {
+pub enum VcpuState {
     Running,
     Paused,
     Stopping,
@@ -39,7 +50,7 @@ pub enum RunState {
 /// State every vCPU of one VM watches.
 #[derive(Debug)]
 pub struct VcpuControl {
-    state: Mutex<RunState>,
+    state: Mutex<VcpuState>,
     cv: Condvar,
     /// An NMI for the boot vCPU to inject before it next enters the guest.
     nmi: AtomicBool,
@@ -47,12 +58,12 @@ pub struct VcpuControl {
 
 impl Default for VcpuControl {
     fn default() -> Self {
-        Self { state: Mutex::new(RunState::Running), cv: Condvar::new(), nmi: AtomicBool::new(false) }
+        Self { state: Mutex::new(VcpuState::Running), cv: Condvar::new(), nmi: AtomicBool::new(false) }
     }
 }
 
 impl VcpuControl {
-    pub fn set(&self, s: RunState) {
+    pub fn set(&self, s: VcpuState) {
         *kennel_devices::bus::lock(&self.state) = s;
         self.cv.notify_all();
     }
@@ -64,10 +75,10 @@ impl VcpuControl {
     /// Blocks while paused; returns false when the vCPU must stop.
     fn wait_runnable(&self) -> bool {
         let mut s = kennel_devices::bus::lock(&self.state);
-        while *s == RunState::Paused {
+        while *s == VcpuState::Paused {
             s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
         }
-        *s == RunState::Running
+        *s == VcpuState::Running
     }
 }
 
@@ -129,8 +140,8 @@ pub fn spawn(mut vcpu: VcpuFd, ctx: VcpuContext) -> Result<VcpuThread, VcpuError
             if let Some(p) = &ctx.seccomp {
                 if let Err(e) = crate::host::seccomp::install(crate::host::seccomp::ThreadKind::Vcpu, p) {
                     // Never run a guest unconfined when confinement was asked for.
-                    let message = e.to_string();
-                    ctx.requests.send(VmRequest::Fatal { vcpu: ctx.id, message, generation: ctx.generation });
+                    let error = VcpuError::Seccomp(e);
+                    ctx.requests.send(VmRequest::Fatal { vcpu: ctx.id, error, generation: ctx.generation });
                     return;
                 }
             }
@@ -158,19 +169,22 @@ fn run_loop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
                 vcpu.set_kvm_immediate_exit(0);
                 Outcome::Continue
             }
-            Err(e) => Outcome::Fatal(format!("KVM_RUN failed: {e}")),
+            Err(e) => {
+                let error = VcpuError::Run(e);
+                ctx.requests.send(VmRequest::Fatal { vcpu: ctx.id, error, generation: ctx.generation });
+                ctx.control.set_if_running(VcpuState::Paused);
+                continue;
+            }
         };
         let request = match outcome {
             Outcome::Continue => continue,
             Outcome::EmulationFailure if ctx.pvm => match pvm::handle_emulation_failure(vcpu, &ctx.mem) {
                 Ok(()) => continue,
-                Err(e) => {
-                    VmRequest::Fatal { vcpu: ctx.id, message: e.to_string(), generation: ctx.generation }
-                }
+                Err(e) => VmRequest::Fatal { vcpu: ctx.id, error: e.into(), generation: ctx.generation },
             },
             Outcome::EmulationFailure => VmRequest::Fatal {
                 vcpu: ctx.id,
-                message: "KVM reported an internal error (emulation failure)".into(),
+                error: VcpuError::EmulationFailure,
                 generation: ctx.generation,
             },
             Outcome::Reset(source) => {
@@ -180,11 +194,13 @@ fn run_loop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
                 VmRequest::GuestReset { source, generation: ctx.generation }
             }
             Outcome::PowerOff => VmRequest::GuestPowerOff { generation: ctx.generation },
-            Outcome::Fatal(message) => VmRequest::Fatal { vcpu: ctx.id, message, generation: ctx.generation },
+            Outcome::Fatal(e) => {
+                VmRequest::Fatal { vcpu: ctx.id, error: e.into(), generation: ctx.generation }
+            }
         };
         ctx.requests.send(request);
         // The main loop decides what happens next; this vCPU waits for it.
-        ctx.control.set_if_running(RunState::Paused);
+        ctx.control.set_if_running(VcpuState::Paused);
     }
 }
 
@@ -209,9 +225,9 @@ fn log_triple_fault(vcpu: &VcpuFd, id: u8) {
 
 impl VcpuControl {
     /// Parks every vCPU unless a stop was already requested.
-    fn set_if_running(&self, s: RunState) {
+    fn set_if_running(&self, s: VcpuState) {
         let mut st = kennel_devices::bus::lock(&self.state);
-        if *st == RunState::Running {
+        if *st == VcpuState::Running {
             *st = s;
         }
     }

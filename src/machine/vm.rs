@@ -18,7 +18,7 @@ use crate::machine::boot::{mptable, params, regs};
 use crate::machine::cpuid::{self, CpuidOptions};
 use crate::machine::layout;
 use crate::machine::platform::{self, Platform, PlatformParams};
-use crate::machine::vcpu::{self, RunState, VcpuContext, VcpuControl, VcpuThread};
+use crate::machine::vcpu::{self, VcpuContext, VcpuControl, VcpuState, VcpuThread};
 
 /// Errors building or running a VM.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +27,12 @@ pub enum VmError {
     CreateVm(kvm_ioctls::Error),
     #[error("cannot set up the VM ({what}): {err}")]
     Setup { what: &'static str, err: kvm_ioctls::Error },
-    #[error("cannot allocate {0} MiB of guest memory: {1}")]
-    Memory(u64, String),
+    #[error("cannot allocate {mib} MiB of guest memory: {source}")]
+    Memory {
+        mib: u64,
+        #[source]
+        source: vm_memory::mmap::FromRangesError,
+    },
     #[error(transparent)]
     Loader(#[from] loader::LoaderError),
     #[error(transparent)]
@@ -42,7 +46,9 @@ pub enum VmError {
     #[error(transparent)]
     Vcpu(#[from] vcpu::VcpuError),
     #[error("the kernel command line is invalid: {0}")]
-    Cmdline(String),
+    Cmdline(#[source] linux_loader::cmdline::Error),
+    #[error("cannot write the kernel command line into guest memory: {0}")]
+    WriteCmdline(#[source] linux_loader::loader::Error),
 }
 
 fn setup(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -110,10 +116,9 @@ impl Vm {
             Some(p) => Some(loader::load_initrd(&mem, cfg.mem_bytes, kernel.kernel_end, p)?),
             None => None,
         };
-        let mut cmdline = Cmdline::new(layout::CMDLINE_MAX).map_err(|e| VmError::Cmdline(e.to_string()))?;
-        cmdline.insert_str(&cfg.cmdline).map_err(|e| VmError::Cmdline(e.to_string()))?;
-        load_cmdline(&*mem, GuestAddress(layout::CMDLINE_ADDR), &cmdline)
-            .map_err(|e| VmError::Cmdline(e.to_string()))?;
+        let mut cmdline = Cmdline::new(layout::CMDLINE_MAX).map_err(VmError::Cmdline)?;
+        cmdline.insert_str(&cfg.cmdline).map_err(VmError::Cmdline)?;
+        load_cmdline(&*mem, GuestAddress(layout::CMDLINE_ADDR), &cmdline).map_err(VmError::WriteCmdline)?;
         match kernel.protocol {
             EntryProtocol::Linux64 => {
                 let zp = params::build_zero_page(&params::ZeroPageInput {
@@ -160,7 +165,7 @@ impl Vm {
     }
 
     pub fn pause(&self) {
-        self.control.set(RunState::Paused);
+        self.control.set(VcpuState::Paused);
         self.kick_all();
     }
 
@@ -173,7 +178,7 @@ impl Vm {
     }
 
     pub fn resume(&self) {
-        self.control.set(RunState::Running);
+        self.control.set(VcpuState::Running);
     }
 
     fn kick_all(&self) {
@@ -193,7 +198,7 @@ impl Vm {
         if self.threads.is_empty() {
             return;
         }
-        self.control.set(RunState::Stopping);
+        self.control.set(VcpuState::Stopping);
         self.kick_all();
         for t in self.threads.drain(..) {
             t.join();
@@ -217,7 +222,7 @@ impl Drop for Vm {
 fn guest_memory(bytes: u64) -> Result<GuestMemoryMmap, VmError> {
     let ranges: Vec<(GuestAddress, usize)> =
         layout::ram_regions(bytes).into_iter().map(|(s, l)| (GuestAddress(s), l as usize)).collect();
-    GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmError::Memory(bytes >> 20, e.to_string()))
+    GuestMemoryMmap::from_ranges(&ranges).map_err(|source| VmError::Memory { mib: bytes >> 20, source })
 }
 
 fn register_memory(fd: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {

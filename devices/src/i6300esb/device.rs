@@ -41,7 +41,6 @@ struct Logs {
 pub struct I6300Esb {
     config: ConfigSpace,
     // what `reset` goes back to
-    power_on_config: ConfigSpace,
     preload1: u32,
     preload2: u32,
     gintsr: bool,
@@ -91,7 +90,6 @@ impl I6300Esb {
         config.set_writable(CONFIG_REG, &CONFIG_WRITABLE.to_le_bytes());
         config.set_writable(LOCK_REG, &[LOCK_WRITABLE]);
         Ok(Self {
-            power_on_config: config.clone(),
             config,
             preload1: PRELOAD_MASK,
             preload2: PRELOAD_MASK,
@@ -154,19 +152,9 @@ impl I6300Esb {
         }
     }
 
-    /// System reset: power-on values everywhere except the timeout flag,
-    /// which real hardware keeps so the guest can tell why it rebooted. BAR0
-    /// stays where it was placed; counters are kept. Reports nothing.
-    pub fn reset(&mut self) {
-        self.config = self.power_on_config.clone();
-        self.preload1 = PRELOAD_MASK;
-        self.preload2 = PRELOAD_MASK;
-        self.gintsr = false;
-        self.unlock = Unlock::Locked;
-        self.run = Run::Disabled;
-        self.intx.reset();
-    }
-
+    /// What survives a system reset: real hardware keeps this flag so the
+    /// guest can tell why it rebooted. The VMM resets by building a new
+    /// device with it ([`EsbParams::timeout_flag`]).
     pub fn timeout_flag(&self) -> bool {
         self.timeout_flag
     }

@@ -29,7 +29,6 @@ struct Logs {
 pub struct VirtioBlk {
     config: ConfigSpace,
     // what a system reset goes back to
-    power_on_config: ConfigSpace,
     common: CommonCfg,
     device_cfg: [u8; DEVICE_CFG_LEN],
     isr: u8,
@@ -141,7 +140,6 @@ impl VirtioBlk {
             offered |= F_RO;
         }
         Ok(Self {
-            power_on_config: config.clone(),
             config,
             common: CommonCfg::new(offered),
             device_cfg: device_config(capacity),
@@ -161,14 +159,6 @@ impl VirtioBlk {
 
     pub fn counters(&self) -> BlkCounters {
         self.engine.counters
-    }
-
-    /// System reset: power-on config space (BAR0 stays placed), device
-    /// reset, INTx deasserted. Counters are kept.
-    pub fn reset(&mut self) {
-        self.config = self.power_on_config.clone();
-        self.device_reset();
-        self.intx.reset();
     }
 
     /// What the driver's write of 0 to device_status does.

@@ -137,16 +137,13 @@ impl<C: VmControl> QmpServer<C> {
         self.socket.path()
     }
 
+    #[cfg(test)]
     pub fn client_count(&self) -> usize {
         self.clients.len()
     }
 
     pub fn control(&self) -> &C {
         &self.control
-    }
-
-    pub fn control_mut(&mut self) -> &mut C {
-        &mut self.control
     }
 
     /// Sends what the clients' sockets take now, without waiting; e.g. after

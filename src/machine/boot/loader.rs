@@ -23,10 +23,20 @@ pub enum LoaderError {
     EmptyKernel(PathBuf),
     #[error("kernel image {0} is neither an ELF vmlinux nor a bzImage (no ELF magic, no 'HdrS' header)")]
     UnknownFormat(PathBuf),
-    #[error("kernel image {path} is not a loadable ELF: {reason}")]
-    BadElf { path: PathBuf, reason: String },
-    #[error("kernel image {path} is not a loadable bzImage: {reason}")]
-    BadBzImage { path: PathBuf, reason: String },
+    #[error("kernel image {path} is not a loadable ELF: {source}")]
+    BadElf {
+        path: PathBuf,
+        #[source]
+        source: linux_loader::loader::Error,
+    },
+    #[error("kernel image {path} is not a loadable bzImage: {source}")]
+    BadBzImage {
+        path: PathBuf,
+        #[source]
+        source: linux_loader::loader::Error,
+    },
+    #[error("kernel image {0} is not a loadable bzImage: no setup header")]
+    NoSetupHeader(PathBuf),
     #[error("bzImage {0} cannot be entered in 64-bit mode (its header lacks XLF_KERNEL_64)")]
     Not64Bit(PathBuf),
     #[error("kernel image {0} does not fit in guest memory")]
@@ -129,7 +139,7 @@ fn load_elf(mem: &GuestMemoryMmap, path: &Path, f: &mut File) -> Result<LoadedKe
         if is_memory_error(&e) {
             LoaderError::KernelTooBig(path.into())
         } else {
-            LoaderError::BadElf { path: path.into(), reason: e.to_string() }
+            LoaderError::BadElf { path: path.into(), source: e }
         }
     })?;
     let (entry, protocol) = match r.pvh_boot_cap {
@@ -144,12 +154,10 @@ fn load_bzimage(mem: &GuestMemoryMmap, path: &Path, f: &mut File) -> Result<Load
         if is_memory_error(&e) {
             LoaderError::KernelTooBig(path.into())
         } else {
-            LoaderError::BadBzImage { path: path.into(), reason: e.to_string() }
+            LoaderError::BadBzImage { path: path.into(), source: e }
         }
     })?;
-    let hdr = r
-        .setup_header
-        .ok_or_else(|| LoaderError::BadBzImage { path: path.into(), reason: "no setup header".into() })?;
+    let hdr = r.setup_header.ok_or_else(|| LoaderError::NoSetupHeader(path.into()))?;
     if hdr.xloadflags & XLF_KERNEL_64 == 0 {
         return Err(LoaderError::Not64Bit(path.into()));
     }

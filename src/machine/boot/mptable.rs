@@ -14,7 +14,7 @@ pub enum MpTableError {
     #[error("the MP table for {0} vCPUs does not fit in the {max} bytes reserved for it", max = layout::MPTABLE_MAX)]
     TooBig(u8),
     #[error("cannot write the MP table into guest memory: {0}")]
-    Write(String),
+    Write(#[source] vm_memory::GuestMemoryError),
 }
 
 pub const APIC_VERSION: u8 = 0x14;
@@ -117,8 +117,7 @@ fn checksum(bytes: &[u8]) -> u8 {
 
 pub fn write(mem: &GuestMemoryMmap, cpus: u8, pci: &[PciIntx]) -> Result<(), MpTableError> {
     let bytes = build(layout::MPTABLE_ADDR, cpus, pci)?;
-    mem.write_slice(&bytes, GuestAddress(layout::MPTABLE_ADDR))
-        .map_err(|e| MpTableError::Write(e.to_string()))
+    mem.write_slice(&bytes, GuestAddress(layout::MPTABLE_ADDR)).map_err(MpTableError::Write)
 }
 
 #[cfg(test)]

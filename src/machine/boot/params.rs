@@ -17,7 +17,7 @@ pub enum ParamsError {
     #[error("the memory map has {0} entries, more than the zero page holds")]
     TooManyE820(usize),
     #[error("cannot write boot information into guest memory: {0}")]
-    Write(String),
+    Write(#[source] linux_loader::configurator::Error),
 }
 
 const KERNEL_BOOT_FLAG_MAGIC: u16 = 0xaa55;
@@ -64,8 +64,7 @@ pub fn build_zero_page(input: &ZeroPageInput<'_>) -> Result<boot_params, ParamsE
 
 pub fn write_zero_page(mem: &GuestMemoryMmap, p: &boot_params) -> Result<(), ParamsError> {
     let bp = BootParams::new::<boot_params>(p, GuestAddress(layout::ZERO_PAGE_ADDR));
-    LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(&bp, mem)
-        .map_err(|e| ParamsError::Write(e.to_string()))
+    LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(&bp, mem).map_err(ParamsError::Write)
 }
 
 /// Writes `hvm_start_info`, its memory map and (for an initrd) one module.
@@ -102,8 +101,7 @@ pub fn write_pvh_info(
         let m = hvm_modlist_entry { paddr: rd.addr, size: rd.size, ..Default::default() };
         bp.set_modules::<hvm_modlist_entry>(&[m], GuestAddress(modules_addr));
     }
-    PvhBootConfigurator::write_bootparams::<GuestMemoryMmap>(&bp, mem)
-        .map_err(|e| ParamsError::Write(e.to_string()))
+    PvhBootConfigurator::write_bootparams::<GuestMemoryMmap>(&bp, mem).map_err(ParamsError::Write)
 }
 
 #[cfg(test)]

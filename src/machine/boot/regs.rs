@@ -9,8 +9,12 @@ use crate::machine::layout;
 /// Errors writing boot page tables and descriptor tables.
 #[derive(Debug, thiserror::Error)]
 pub enum RegsError {
-    #[error("cannot write {what} into guest memory: {msg}")]
-    Write { what: &'static str, msg: String },
+    #[error("cannot write {what} into guest memory: {source}")]
+    Write {
+        what: &'static str,
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
 }
 
 const CR0_PE: u64 = 1;
@@ -69,7 +73,7 @@ fn write<T: vm_memory::ByteValued>(
     addr: u64,
     what: &'static str,
 ) -> Result<(), RegsError> {
-    mem.write_obj(v, GuestAddress(addr)).map_err(|e| RegsError::Write { what, msg: e.to_string() })
+    mem.write_obj(v, GuestAddress(addr)).map_err(|e| RegsError::Write { what, source: e })
 }
 
 /// Writes the GDT, an empty IDT and (for long mode) identity page tables

@@ -176,8 +176,8 @@ impl Controller {
                 self.reset(Cause::Guest);
             }
             VmRequest::GuestPowerOff { .. } => self.poweroff(Cause::Guest),
-            VmRequest::Fatal { vcpu, message, .. } => {
-                log::error!("vCPU {vcpu}: {message}");
+            VmRequest::Fatal { vcpu, error, .. } => {
+                log::error!("vCPU {vcpu}: {error}");
                 self.fail(exit_code::VM_FAILED);
             }
             VmRequest::FaultInjected { data, .. } => self.emit(EventName::FaultInjected, data),

@@ -175,7 +175,7 @@ impl BlockFaultState {
     /// counted), delays of several specs add up. The second value is an event
     /// to emit, rate-limited per spec (occurrences 1, 2, 3, 10, 100, ...).
     pub fn decide(&self, op: BlockOp, sector: u64, sectors: u64) -> (FaultDecision, Option<Injected>) {
-        if self.rules.is_empty() {
+        if !self.is_active() {
             return (FaultDecision::Proceed, None);
         }
         // Nothing panics while the lock is held, but a poisoned lock would

@@ -141,15 +141,20 @@ impl Model {
 fuzz_target!(|ops: Vec<Op>| {
     let clock = VirtualClock::new();
     let facts = Arc::new(Recorder::default());
-    let mut esb = I6300Esb::new(EsbParams {
-        bar0_addr: 0xFEBF_F000,
-        irq_line: 10,
-        irq: None,
-        clock: Arc::new(clock.clone()),
-        observer: facts.clone(),
-        timeout_flag: false,
-    })
-    .unwrap();
+    // A system reset is what the VMM does: a new device keeping only the
+    // timeout flag.
+    let new_esb = |timeout_flag: bool| {
+        I6300Esb::new(EsbParams {
+            bar0_addr: 0xFEBF_F000,
+            irq_line: 10,
+            irq: None,
+            clock: Arc::new(clock.clone()),
+            observer: facts.clone(),
+            timeout_flag,
+        })
+        .unwrap()
+    };
+    let mut esb = new_esb(false);
     // pci_enable_device: memory decoding on.
     esb.config_write(0x04, &[0x02, 0x00]);
     let mut model = Model::default();
@@ -195,7 +200,7 @@ fuzz_target!(|ops: Vec<Op>| {
                 polled = true;
             }
             Op::Reset => {
-                esb.reset();
+                esb = new_esb(esb.timeout_flag());
                 (model.armed, model.expired) = (false, false);
             }
         }

@@ -14,7 +14,9 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use kennel::supervision::faults::{BlockOp, Cycles, FaultDecision, FaultError, FaultKind, FaultPlan, FaultSpec, MAX_DURATION};
+use kennel::supervision::faults::{
+    BlockOp, Cycles, FaultDecision, FaultError, FaultKind, FaultPlan, FaultSpec, MAX_DURATION,
+};
 
 fn canonical(s: &FaultSpec) -> String {
     let cycles = match s.cycles.last {
@@ -24,7 +26,9 @@ fn canonical(s: &FaultSpec) -> String {
     let us = |d: std::time::Duration| format!("{}us", d.as_micros());
     let mut out = match &s.kind {
         FaultKind::Cmdline(c) => return format!("boot:cmdline={c},cycle={cycles}"),
-        FaultKind::Hang { after, since } => format!("boot:hang,after={},since={}", us(*after), since.as_str()),
+        FaultKind::Hang { after, since } => {
+            format!("boot:hang,after={},since={}", us(*after), since.as_str())
+        }
         FaultKind::ReadError { after_sectors } | FaultKind::WriteError { after_sectors } => {
             let mut k = format!("blk:{}", s.kind.what());
             if let Some(n) = after_sectors {
@@ -113,7 +117,9 @@ fuzz_target!(|data: &[u8]| {
                         match d {
                             FaultDecision::Proceed => {}
                             FaultDecision::IoError => assert!(can_fail, "{op:?} failed with no spec for it"),
-                            FaultDecision::Delay(_) => assert!(can_delay, "{op:?} delayed with no delay spec"),
+                            FaultDecision::Delay(_) => {
+                                assert!(can_delay, "{op:?} delayed with no delay spec")
+                            }
                         }
                     }
                 }

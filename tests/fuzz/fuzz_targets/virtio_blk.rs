@@ -164,21 +164,25 @@ fuzz_target!(|inp: Input| {
     let disk = TempFile::new().unwrap();
     let content: Vec<u8> = (0..DISK).map(|i| (i * 7 + i / 512) as u8).collect();
     std::fs::write(disk.as_path(), &content).unwrap();
-    let file = OpenOptions::new().read(true).write(!inp.readonly).open(disk.as_path()).unwrap();
     let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap());
     let n = inp.memory.len().min(MEM);
     mem.write_slice(&inp.memory[..n], GuestAddress(0)).unwrap();
-    let dev = VirtioBlk::new(BlkParams {
-        disk: file,
-        readonly: inp.readonly,
-        bar0_addr: BAR,
-        irq_line: 11,
-        irq: None,
-        mem: mem.clone(),
-        faults: Arc::new(Faults(inp.faults)),
-    })
-    .unwrap();
-    let mut rig = Rig { dev, mem, qsize: 1, avail: 0, used: 0, avail_idx: 0, used_seen: 0 };
+    // A system reset is what the VMM does: a new device on the same disk.
+    let new_dev = || {
+        let file = OpenOptions::new().read(true).write(!inp.readonly).open(disk.as_path()).unwrap();
+        VirtioBlk::new(BlkParams {
+            disk: file,
+            readonly: inp.readonly,
+            bar0_addr: BAR,
+            irq_line: 11,
+            irq: None,
+            mem: mem.clone(),
+            faults: Arc::new(Faults(inp.faults)),
+        })
+        .unwrap()
+    };
+    let dev = new_dev();
+    let mut rig = Rig { dev, mem: mem.clone(), qsize: 1, avail: 0, used: 0, avail_idx: 0, used_seen: 0 };
     rig.init(&inp);
 
     for op in inp.ops.iter().take(64) {
@@ -221,7 +225,7 @@ fuzz_target!(|inp: Input| {
                 rig.dev.config_write(u16::from(*offset), &b[..width(*w).min(4)]);
             }
             Op::SystemReset => {
-                rig.dev.reset();
+                rig.dev = new_dev();
                 rig.init(&inp);
             }
         }

@@ -63,6 +63,22 @@ impl Rig {
         Self::with_flag(false)
     }
 
+    /// A system reset as the VMM does it: a new device (and a new interrupt
+    /// controller behind a new line) with only the timeout flag carried
+    /// over, on the same clock. Memory decoding is off again.
+    pub(super) fn system_reset(&mut self) {
+        self.line = Arc::new(Line::default());
+        self.esb = I6300Esb::new(EsbParams {
+            bar0_addr: BAR0_ADDR,
+            irq_line: 10,
+            irq: Some(self.line.clone()),
+            clock: Arc::new(self.clock.clone()),
+            observer: self.facts.clone(),
+            timeout_flag: self.esb.timeout_flag(),
+        })
+        .unwrap();
+    }
+
     pub(super) fn now(&self) -> Duration {
         self.clock.now()
     }

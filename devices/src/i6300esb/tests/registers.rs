@@ -124,7 +124,7 @@ fn lock_makes_config_and_lock_read_only_until_reset() {
     // Other config registers stay writable.
     rig.cfg_w8(0x3C, 5);
     assert_eq!(rig.cfg_r(0x3C, 1), 5);
-    rig.esb.reset();
+    rig.system_reset();
     assert_eq!(rig.cfg_r(LOCK_REG, 1), 0);
     rig.cfg_w16(COMMAND, COMMAND_MEMORY);
     rig.cfg_w8(LOCK_REG, LOCK_FUNC);
@@ -140,7 +140,7 @@ fn timeout_flag_survives_reset_and_clears_only_by_writing_bit_9() {
     rig.advance(Duration::from_secs(2));
     rig.esb.poll();
     assert!(rig.line.level());
-    rig.esb.reset();
+    rig.system_reset();
     assert!(!rig.line.level(), "reset deasserts INTx");
     assert!(rig.esb.timeout_flag());
     rig.cfg_w16(COMMAND, COMMAND_MEMORY);
@@ -165,7 +165,7 @@ fn reset_restores_power_on_values() {
     rig.cfg_w8(0x3C, 7);
     rig.unlock();
     let before = rig.esb.counters();
-    rig.esb.reset();
+    rig.system_reset();
     assert_eq!(rig.cfg_r(CONFIG_REG, 2), 0);
     assert_eq!(rig.cfg_r(LOCK_REG, 1), 0);
     assert_eq!(rig.cfg_r(COMMAND, 2), 0);

@@ -78,6 +78,7 @@ pub(super) struct Rig {
     pub(super) avail_idx: u16,
     pub(super) used_seen: u16,
     pub(super) qsize: u16,
+    readonly: bool,
 }
 
 impl Rig {
@@ -107,10 +108,30 @@ impl Rig {
             faults: faults.clone(),
         })
         .unwrap();
-        let mut rig = Self { dev, mem, line, faults, disk, avail_idx: 0, used_seen: 0, qsize: 0 };
+        let mut rig = Self { dev, mem, line, faults, disk, avail_idx: 0, used_seen: 0, qsize: 0, readonly };
         // pci_enable_device + pci_set_master
         rig.cfg_w(COMMAND, 2, u32::from(COMMAND_MEMORY | COMMAND_BUS_MASTER));
         rig
+    }
+
+    /// A system reset as the VMM does it: a new device on the same disk and
+    /// guest memory, behind a new interrupt line; PCI-enabled again as the
+    /// guest's next boot will.
+    pub(super) fn system_reset(&mut self) {
+        let readonly = self.readonly;
+        let file = OpenOptions::new().read(true).write(!readonly).open(self.disk.as_path()).unwrap();
+        self.line = Arc::new(Line::default());
+        self.dev = VirtioBlk::new(BlkParams {
+            disk: file,
+            readonly,
+            bar0_addr: BAR,
+            irq_line: 11,
+            irq: Some(self.line.clone()),
+            mem: self.mem.clone(),
+            faults: self.faults.clone(),
+        })
+        .unwrap();
+        (self.avail_idx, self.used_seen, self.qsize) = (0, 0, 0);
     }
 
     /// A device the driver has brought up, on a 1 MiB patterned disk.

@@ -47,7 +47,7 @@ pub enum RunError {
     #[error(transparent)]
     Seccomp(#[from] crate::host::seccomp::SeccompError),
     #[error("cannot start the event loop: {0:?}")]
-    EventLoop(event_manager::Error),
+    EventLoop(#[source] event_manager::Error),
     #[error("kernel image {0} does not exist")]
     KernelMissing(std::path::PathBuf),
     #[error("initrd {0} does not exist")]

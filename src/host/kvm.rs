@@ -10,7 +10,7 @@ pub enum HostError {
     #[error("no permission to open /dev/kvm: add your user to the 'kvm' group or run as root")]
     KvmPermission,
     #[error("cannot open /dev/kvm: {0}")]
-    Open(kvm_ioctls::Error),
+    Open(#[source] kvm_ioctls::Error),
     #[error("KVM API version {0} is not the supported version 12")]
     ApiVersion(i32),
     #[error("this KVM lacks a capability kennel needs: {0}")]

@@ -14,15 +14,15 @@ pub enum RootDiskError {
     #[error("rootfs {0} is not writable; pass --rootfs-readonly to attach it read-only")]
     NotWritable(PathBuf),
     #[error("cannot open rootfs {0}: {1}")]
-    Open(PathBuf, std::io::Error),
+    Open(PathBuf, #[source] std::io::Error),
     #[error("rootfs {0} is not a regular file")]
     NotAFile(PathBuf),
     #[error("rootfs {0} is in use by another process (it holds a lock on the image)")]
     Locked(PathBuf),
     #[error("cannot lock rootfs {0}: {1}")]
-    Lock(PathBuf, std::io::Error),
+    Lock(PathBuf, #[source] std::io::Error),
     #[error("cannot duplicate the rootfs file handle: {0}")]
-    Dup(std::io::Error),
+    Dup(#[source] std::io::Error),
 }
 
 #[derive(Debug)]

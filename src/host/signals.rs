@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
     #[error("cannot set up termination signal handling: {0}")]
-    Setup(std::io::Error),
+    Setup(#[source] std::io::Error),
 }
 
 const SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];

@@ -40,7 +40,8 @@ pub const PCI_MMIO_END: u64 = 0xfec0_0000;
 pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
 pub const LAPIC_ADDR: u64 = 0xfee0_0000;
 pub const FOUR_GIB: u64 = 1 << 32;
-/// Where KVM keeps its TSS (three pages); below the IOAPIC, inside the hole.
+/// Where KVM keeps its TSS (three pages): above every device and below the
+/// 4 GiB line, where no RAM is.
 pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
 
 /// COM1: ports 0x3f8-0x3ff, ISA IRQ 4.

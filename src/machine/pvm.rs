@@ -1,6 +1,6 @@
 //! What a stock guest kernel needs on a PVM host, where KVM emulates guest
-//! kernel code instruction by instruction (see
-//! shared/design/host-kvm-notes.md, summarised in README.md).
+//! kernel code instruction by instruction (README.md, "Hosts without
+//! hardware virtualization (PVM)").
 
 use std::path::Path;
 

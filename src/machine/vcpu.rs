@@ -20,7 +20,7 @@ use crate::machine::exits::{self, Buses, Exit, Outcome};
 use crate::machine::pvm;
 use crate::machine::requests::{RequestSender, VmRequest};
 
-/// Errors starting vCPU threads.
+/// Errors starting a vCPU thread, and what stops a running one.
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
     #[error("cannot install the vCPU kick signal handler: {0}")]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kvm_bindings::{kvm_msr_entry, kvm_pit_config, kvm_userspace_memory_region, Msrs, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use linux_loader::loader::{load_cmdline, Cmdline};
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -24,9 +24,13 @@ use crate::machine::vcpu::{self, VcpuContext, VcpuControl, VcpuState, VcpuThread
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
     #[error("cannot create the VM: {0}")]
-    CreateVm(kvm_ioctls::Error),
+    CreateVm(#[source] kvm_ioctls::Error),
     #[error("cannot set up the VM ({what}): {err}")]
-    Setup { what: &'static str, err: kvm_ioctls::Error },
+    Setup {
+        what: &'static str,
+        #[source]
+        err: kvm_ioctls::Error,
+    },
     #[error("cannot allocate {mib} MiB of guest memory: {source}")]
     Memory {
         mib: u64,
@@ -60,7 +64,9 @@ fn setup(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
 pub struct VmConfig {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
-    /// The full command line, PVM additions included.
+    /// The kernel command line. In the controller's copy, the user's; the
+    /// controller makes each cycle's full line (faults, root, PVM additions)
+    /// in the copy it builds from.
     pub cmdline: String,
     pub mem_bytes: u64,
     pub vcpus: u8,
@@ -75,13 +81,14 @@ pub struct Vm {
     threads: Vec<VcpuThread>,
     control: Arc<VcpuControl>,
     pub platform: Platform,
-    pub mem: Arc<GuestMemoryMmap>,
     pub fd: Arc<VmFd>,
+    pub mem: Arc<GuestMemoryMmap>,
     pub entry: LoadedKernel,
 }
 
 const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
 const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
+const MSR_IA32_TSC: u32 = 0x10;
 const APIC_LVT0: usize = 0x350;
 const APIC_LVT1: usize = 0x360;
 const APIC_MODE_NMI: u32 = 4;
@@ -138,15 +145,17 @@ impl Vm {
 
         let supported =
             kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map_err(setup("supported CPUID"))?;
+        let opts = CpuidOptions { pvm: cfg.pvm, tsc_deadline: kvm.check_extension(Cap::TscDeadlineTimer) };
         let control = Arc::new(VcpuControl::default());
         let mut vcpus = Vec::with_capacity(cfg.vcpus.into());
         for id in 0..cfg.vcpus {
             let v = fd.create_vcpu(id.into()).map_err(setup("vCPU"))?;
-            let c = cpuid::for_vcpu(&supported, id, cfg.vcpus, CpuidOptions { pvm: cfg.pvm });
+            let c = cpuid::for_vcpu(&supported, id, cfg.vcpus, opts);
             v.set_cpuid2(&c).map_err(setup("vCPU CPUID"))?;
             configure_vcpu(&v, id == 0, &kernel)?;
             vcpus.push(v);
         }
+        sync_tscs(&vcpus)?;
         let mut vm = Vm { threads: Vec::new(), control, platform, mem, fd, entry: kernel };
         for (id, v) in vcpus.into_iter().enumerate() {
             let ctx = VcpuContext {
@@ -259,6 +268,22 @@ fn configure_vcpu(v: &VcpuFd, bsp: bool, kernel: &LoadedKernel) -> Result<(), Vm
         regs::setup_sregs(&mut s, kernel.protocol);
         v.set_sregs(&s).map_err(setup("vCPU special registers"))?;
         v.set_regs(&regs::boot_regs(kernel.protocol, kernel.entry)).map_err(setup("vCPU registers"))?;
+    }
+    Ok(())
+}
+
+/// Writes 0 to every vCPU's TSC, back to back, once all exist. KVM takes
+/// writes that close together as one synchronised TSC (as on a real machine
+/// at power-on); without them each vCPU keeps the offset it got when it was
+/// created, and where the host's own TSC is unstable (a nested host) those
+/// drift apart enough that Linux sees "TSCs unsynchronized" and marks the
+/// TSC unstable. Every VMM does this at reset (QEMU, Firecracker,
+/// cloud-hypervisor).
+fn sync_tscs(vcpus: &[VcpuFd]) -> Result<(), VmError> {
+    let zero = Msrs::from_entries(&[kvm_msr_entry { index: MSR_IA32_TSC, data: 0, ..Default::default() }])
+        .map_err(|_| VmError::Setup { what: "MSR list", err: kvm_ioctls::Error::new(libc::EINVAL) })?;
+    for v in vcpus {
+        v.set_msrs(&zero).map_err(setup("vCPU TSC"))?;
     }
     Ok(())
 }

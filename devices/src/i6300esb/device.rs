@@ -40,7 +40,6 @@ struct Logs {
 
 pub struct I6300Esb {
     config: ConfigSpace,
-    // what `reset` goes back to
     preload1: u32,
     preload2: u32,
     gintsr: bool,

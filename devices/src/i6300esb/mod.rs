@@ -1,7 +1,7 @@
 //! The Intel 6300ESB watchdog on PCI, for the guest's stock `i6300esb` driver.
 //!
-//! Config 0x60/0x64/0x68 and the four BAR0 registers behave as
-//! `shared/design/i6300esb.md` describes; `regs` has the map, `timer` the
+//! Config 0x60/0x64/0x68 and the four BAR0 registers behave as the
+//! datasheet (300641) and Linux's `i6300esb.c` expect; `regs` has the map, `timer` the
 //! two-stage countdown. The device never sleeps or spawns threads: time comes
 //! from the [`Clock`] it is given. The VMM calls [`I6300Esb::poll`] at
 //! [`I6300Esb::next_deadline`]; every register access also brings the device
@@ -102,7 +102,8 @@ pub enum TimerState {
     Stopped,
 }
 
-/// Host-side counts, kept across `reset()`.
+/// Host-side counts for this device, i.e. this boot cycle (a reset builds a
+/// new device).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EsbCounters {
     pub feeds: u64,

@@ -31,15 +31,6 @@ impl IntxPin {
         self.set(pending && !config.intx_disabled());
     }
 
-    /// System reset: the pin goes low (the line is told even if it was low,
-    /// so a reset never leaves it asserted).
-    pub fn reset(&mut self) {
-        self.level = false;
-        if let Some(line) = &self.line {
-            line.set_level(false);
-        }
-    }
-
     pub fn level(&self) -> bool {
         self.level
     }
@@ -93,7 +84,5 @@ mod tests {
         pin.update(&mut c, false);
         c.read(0x06, &mut status);
         assert_eq!(u16::from_le_bytes(status) & 0x08, 0);
-        pin.reset();
-        assert!(!line.level());
     }
 }

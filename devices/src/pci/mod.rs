@@ -1,6 +1,7 @@
 //! PCI: configuration mechanism #1, a config-space helper, the host bridge.
 //!
-//! A PCI device is four methods: config space read/write and BAR read/write.
+//! A PCI device is five methods: its placed BARs, config space read/write and
+//! BAR read/write.
 //! BARs are placed by the VMM when the VM is built and never move (see
 //! `config_space` for what happens when a guest tries); [`PciBus::attach`]
 //! puts a function in its slot and its BARs on the MMIO bus in one call.

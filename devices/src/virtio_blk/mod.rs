@@ -130,7 +130,8 @@ pub enum BlkError {
     DiskSize(#[source] std::io::Error),
 }
 
-/// Host-side counts, kept across device and system resets.
+/// Host-side counts for this device: kept across the driver's device resets;
+/// a system reset builds a new device.
 ///
 /// Each completed request counts once: under its kind when it completed
 /// with OK, under `errors` when with IOERR (malformed, out of range,

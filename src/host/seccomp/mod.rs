@@ -35,9 +35,9 @@ use seccompiler::{
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
     #[error("cannot build the {0} seccomp filter: {1}")]
-    Build(&'static str, BackendError),
+    Build(&'static str, #[source] BackendError),
     #[error("cannot install the {0} seccomp filter: {1}")]
-    Install(&'static str, seccompiler::Error),
+    Install(&'static str, #[source] seccompiler::Error),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -92,5 +92,5 @@ pub enum ServerError {
     #[error("cannot {what} QMP socket {path}: {source}")]
     Io { path: String, what: &'static str, source: std::io::Error },
     #[error("cannot create the QMP wake-up eventfd: {0}")]
-    EventFd(std::io::Error),
+    EventFd(#[source] std::io::Error),
 }

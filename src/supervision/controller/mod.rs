@@ -2,9 +2,10 @@
 //! runs the watchdog and boot-deadline timers, and turns requests from
 //! vCPUs, devices, signals and QMP into lifecycle inputs and actions.
 //!
-//! Every event goes through one path: something happens → `Lifecycle::handle`
-//! → events to the hub (file, log, QMP) → actions performed here and
-//! reported back as inputs.
+//! Every lifecycle event goes through one path: something happens →
+//! `Lifecycle::handle` → events to the hub (file, log, QMP) → actions
+//! performed here and reported back as inputs. FAULT_INJECTED, which the
+//! lifecycle has no part in, goes to the hub directly (`Controller::emit`).
 
 mod actions;
 mod qmp_control;
@@ -36,7 +37,7 @@ use crate::supervision::lifecycle::{self, Cause, Input, Lifecycle};
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
     #[error("cannot create a main-loop timer or eventfd: {0}")]
-    Timer(std::io::Error),
+    Timer(#[source] std::io::Error),
     #[error(transparent)]
     Build(#[from] crate::machine::vm::VmError),
     #[error(transparent)]

@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-/// An event's QMP name. Four of them are QEMU's own (`WATCHDOG`, `RESET`,
-/// `SHUTDOWN`, `STOP`/`RESUME`), spelt and shaped as QEMU reports them.
+/// An event's QMP name. Five are QEMU's own (`WATCHDOG`, `RESET`,
+/// `SHUTDOWN`, `STOP`, `RESUME`), spelt and shaped as QEMU reports them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventName {
     Boot,

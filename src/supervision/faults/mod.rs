@@ -11,7 +11,9 @@
 //! KEY       := cycle=CYCLES                  any kind; absent: every cycle
 //!            | probability=P                 blk kinds; P in [0, 1]
 //!            | after-sectors=N               read-error, write-error
-//!            | after=DURATION                hang; absent: 0 (at boot start)
+//!            | after=DURATION                hang; absent: 0
+//!            | since=boot|first-feed         hang: what `after` counts from;
+//!                                            absent: boot (the cycle's start)
 //! CYCLES    := N | N.. | N..M                inclusive, N >= 1, N <= M
 //! DURATION  := whole number + us | ms | s    at most 24h (1500ms, not 1.5s)
 //! ```
@@ -34,7 +36,7 @@
 //!     -> "console=ttyS0,115200" in every cycle
 //! boot:cmdline=quiet,cycles=2
 //!     -> error: if the text's own last comma-separated piece starts with
-//!        `cycle`, `cycles`, `probability`, `after` or `after-sectors`, it
+//!        `cycle`, `cycles`, `probability`, `after`, `after-sectors` or `since`, it
 //!        is taken for a misplaced key, not kernel text
 //! boot:cmdline=a,cycle=9 b,cycle=4
 //!     -> the same error (`cycle=9 b`): ambiguous, so refused

@@ -31,7 +31,8 @@
 //! | `SHUTDOWN` | the VM stops for good (QEMU's event) | `cause`, `guest`, `reason` |
 //! | `STOP` / `RESUME` | pause / continue (QEMU's events) | `cause` |
 //!
-//! Later feeds are counted (`Status::feeds`), never emitted.
+//! Later feeds are never emitted, nor even reported to the lifecycle: the
+//! device counts them (QMP `query-watchdog` shows its count).
 
 mod machine;
 #[cfg(test)]

@@ -209,6 +209,12 @@ fn run_loop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
 /// clue an operator gets, so say it.
 fn log_triple_fault(vcpu: &VcpuFd, id: u8) {
     match (vcpu.get_regs(), vcpu.get_sregs()) {
+        // On AMD, KVM puts the vCPU through INIT before it reports the
+        // shutdown (the VMCB is undefined after one): what is left is the
+        // reset state, which would only mislead.
+        (Ok(r), Ok(s)) if r.rip == 0xfff0 && s.cr0 == 0x10 => {
+            log::info!("vCPU {id} triple-faulted (KVM reset its registers before reporting it; where it was is lost)")
+        }
         (Ok(r), Ok(s)) => log::info!(
             "vCPU {id} triple-faulted at RIP {:#x} (RSP {:#x}, CR0 {:#x}, CR2 {:#x}, CR3 {:#x}, CR4 {:#x}, EFER {:#x})",
             r.rip,

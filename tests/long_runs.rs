@@ -178,10 +178,12 @@ fn a_thousand_watchdog_resets_lose_nothing_and_leak_nothing() {
 struct Client {
     r: BufReader<UnixStream>,
     w: UnixStream,
+    name: &'static str,
+    started: Instant,
 }
 
 impl Client {
-    fn connect(sock: &Path) -> Client {
+    fn connect(sock: &Path, name: &'static str) -> Client {
         let end = Instant::now() + Duration::from_secs(20);
         let s = loop {
             match UnixStream::connect(sock) {
@@ -190,8 +192,11 @@ impl Client {
                 Err(e) => panic!("connect {sock:?}: {e}"),
             }
         };
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut c = Client { r: BufReader::new(s.try_clone().unwrap()), w: s };
+        // A safety net, not a bound: latency is measured and asserted where
+        // it matters. On an emulated nested host the main loop can sit in
+        // one KVM_CREATE_VM or VM teardown for seconds (RCU under emulation).
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut c = Client { r: BufReader::new(s.try_clone().unwrap()), w: s, name, started: Instant::now() };
         assert!(c.line().contains("QMP"), "greeting");
         c.cmd("qmp_capabilities");
         c
@@ -199,7 +204,13 @@ impl Client {
 
     fn line(&mut self) -> String {
         let mut l = String::new();
-        self.r.read_line(&mut l).unwrap();
+        if let Err(e) = self.r.read_line(&mut l) {
+            panic!(
+                "QMP client {:?}, {:?} after it connected: no whole line from kennel: {e}",
+                self.name,
+                self.started.elapsed()
+            );
+        }
         l
     }
 
@@ -235,7 +246,7 @@ impl Client {
 
 fn hammered(name: &str, cmdline: &str, extra: &[&str]) {
     let (mut k, sock, path) = start(name, cmdline, true, extra);
-    let mut c = Client::connect(&sock);
+    let mut c = Client::connect(&sock, "hammer");
     std::thread::sleep(Duration::from_secs(1));
     let before = k.stderr.len() + k.stdout.len();
     let (worst, _) = c.worst_latency(Duration::from_secs(8));
@@ -285,11 +296,11 @@ fn misbehaving_qmp_clients_do_not_hurt_others() {
         return;
     }
     let (mut k, sock, _) = start("abuse", FAST_RESET, true, &[]);
-    let mut good = Client::connect(&sock);
+    let mut good = Client::connect(&sock, "good");
     let rss0 = usage(k.pid()).rss_kib;
 
     // Never reads: asks for replies and leaves them unread until dropped.
-    let mut deaf = Client::connect(&sock);
+    let mut deaf = Client::connect(&sock, "deaf");
     let flood = b"{\"execute\":\"query-watchdog\"}".repeat(2000);
     let _ = deaf.w.set_write_timeout(Some(Duration::from_secs(2)));
     for _ in 0..20 {
@@ -314,7 +325,10 @@ fn misbehaving_qmp_clients_do_not_hurt_others() {
         "abuse: {} crowd connections; good client worst {worst:?}, {events} events; RSS {rss0} -> {rss1} KiB",
         crowd.len()
     );
-    assert!(worst < Duration::from_millis(200), "good client waited {worst:?}");
+    // Starvation by the crowd would show as seconds; a round trip here costs
+    // what one VM rebuild does (~15 ms on PVM, up to ~150 ms on an emulated
+    // nested host, where the guest resets every 40 ms of its time).
+    assert!(worst < Duration::from_secs(1), "good client waited {worst:?}");
     assert!(events > 0, "good client got no events");
     // Outboxes are capped at 1 MiB per client and messages at 64 KiB.
     assert!(rss1 < rss0 + 20 * 1024, "RSS {rss0} -> {rss1} KiB");
@@ -328,7 +342,7 @@ fn misbehaving_qmp_clients_do_not_hurt_others() {
     drop(deaf);
     // Slots freed: a new client can connect and talk.
     std::thread::sleep(Duration::from_millis(300));
-    let (reply, _) = Client::connect(&sock).cmd("query-status");
+    let (reply, _) = Client::connect(&sock, "after the crowd").cmd("query-status");
     assert_eq!(reply["return"]["running"], true);
     signal(&k, libc::SIGTERM);
     assert_eq!(k.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()), Some(0));
@@ -352,4 +366,69 @@ fn sigterm_and_sigint_stop_cleanly() {
         assert!(std::fs::read_to_string(&path).unwrap().ends_with('\n'), "{name}: last line flushed whole");
         assert!(sock.symlink_metadata().is_err(), "{name}: socket left behind");
     }
+}
+
+/// A kennel killed outright (OOM killer, `kill -9`, a crash) leaves its QMP
+/// socket file behind. Started again on the same paths, as a supervisor
+/// would, it replaces that leftover and runs; the events file holds only
+/// whole JSON lines, the new run's appended after the old run's.
+#[test]
+fn a_restart_after_kill_9_on_the_same_paths_just_works() {
+    if !kvm_or_skip("a_restart_after_kill_9_on_the_same_paths_just_works") {
+        return;
+    }
+    let (mut k, sock, path) = start("killed", FAST_RESET, true, &[]);
+    wait_cycle(&mut k, &path, 3, Duration::from_secs(30));
+    signal(&k, libc::SIGKILL);
+    assert!(k.wait_exit(Duration::from_secs(20)).is_some(), "SIGKILL ends it");
+    assert!(sock.symlink_metadata().is_ok(), "a killed kennel cannot remove its socket");
+    let before = events(&path).len();
+
+    // The same paths again (`start` would remove them first; a supervisor does not).
+    let kernel = test_guest("esb");
+    let (s, e) = (sock.to_str().unwrap(), path.to_str().unwrap());
+    let mut again = Kennel::start(&[
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "16",
+        "--cmdline",
+        FAST_RESET,
+        "--events",
+        e,
+        "--qmp",
+        s,
+    ]);
+    let mut c = Client::connect(&sock, "after the restart");
+    let (reply, _) = c.cmd("query-status");
+    assert_eq!(reply["return"]["running"], true, "{reply}");
+    assert!(
+        again.wait_for("replaced it", Duration::from_secs(10)).is_some(),
+        "the replacement is logged\n{}",
+        again.transcript()
+    );
+    signal(&again, libc::SIGTERM);
+    assert_eq!(
+        again.wait_exit(Duration::from_secs(20)).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        again.transcript()
+    );
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // The killed run may have been cut mid-write at most in its last line;
+    // kennel writes each line with one O_APPEND write, so it is not.
+    for (i, l) in lines.iter().enumerate() {
+        assert!(serde_json::from_str::<Value>(l).is_ok(), "line {} is not whole JSON: {l:?}", i + 1);
+    }
+    assert!(text.ends_with('\n'));
+    let boots: Vec<u64> = events(&path)
+        .iter()
+        .filter(|v| v["event"] == "BOOT")
+        .map(|v| v["data"]["cycle"].as_u64().unwrap())
+        .collect();
+    assert!(lines.len() > before, "the new run appended");
+    assert_eq!(boots.iter().filter(|&&c| c == 1).count(), 2, "two power-on BOOTs, one a run: {boots:?}");
 }

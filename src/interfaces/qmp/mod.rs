@@ -85,8 +85,10 @@ pub mod fuzz_api {
 /// Errors setting up the QMP server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("QMP socket path {0} already exists; refusing to replace it (remove it if it is stale)")]
+    #[error("QMP socket path {0} already exists and is not a socket kennel can tell is stale; refusing to replace it")]
     Exists(String),
+    #[error("QMP socket path {0} is in use: a process listens on it (another kennel for this VM?)")]
+    InUse(String),
     #[error("QMP socket path {0} is empty, contains a NUL byte or is longer than 107 bytes")]
     BadPath(String),
     #[error("cannot {what} QMP socket {path}: {source}")]

@@ -1,5 +1,8 @@
 //! The listening socket: owner-only from its first instant, never over
-//! someone else's file, removed when we are done with it.
+//! someone else's file or a live socket, removed when we are done with it.
+//! A socket file nobody listens on is what a kennel that was killed (OOM,
+//! `kill -9`, a crash) leaves behind; it is replaced, so a supervisor's
+//! restart is never blocked by it.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -38,10 +41,8 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 impl BoundSocket {
     pub fn bind(path: &Path) -> Result<Self, ServerError> {
         let shown = || path.display().to_string();
-        // bind() would refuse an existing path too, but saying so up front
-        // gives the clearer error; we never delete a file we did not make.
-        if path.symlink_metadata().is_ok() {
-            return Err(ServerError::Exists(shown()));
+        if let Ok(meta) = path.symlink_metadata() {
+            remove_leftover(path, &meta)?;
         }
         let bytes = path.as_os_str().as_bytes();
         // SAFETY: sockaddr_un is plain old data; all-zeroes is a valid value.
@@ -99,6 +100,34 @@ impl BoundSocket {
     }
 }
 
+/// Removes `path` if it is a socket nobody listens on (connecting is
+/// refused): a leftover of a kennel that did not exit cleanly. Anything else
+/// is refused and left alone: a regular file, a directory, a link, a socket
+/// something answers on, or one we cannot probe.
+fn remove_leftover(path: &Path, meta: &std::fs::Metadata) -> Result<(), ServerError> {
+    use std::os::unix::fs::FileTypeExt;
+    let shown = || path.display().to_string();
+    if !meta.file_type().is_socket() {
+        return Err(ServerError::Exists(shown()));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => return Err(ServerError::InUse(shown())),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
+        Err(_) => return Err(ServerError::Exists(shown())),
+    }
+    // Remove only the file we probed: if it was replaced meanwhile, bind()
+    // below fails on the new one instead.
+    let same = path.symlink_metadata().is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()));
+    if same {
+        std::fs::remove_file(path).map_err(os_err(path, "remove the stale"))?;
+        log::warn!(
+            "QMP socket {} was left by a process that is gone (nobody listens on it); replaced it",
+            shown()
+        );
+    }
+    Ok(())
+}
+
 impl Drop for BoundSocket {
     fn drop(&mut self) {
         let ours = self.path.symlink_metadata().is_ok_and(|m| (m.dev(), m.ino()) == self.id);
@@ -143,6 +172,30 @@ mod tests {
         assert!(matches!(err, ServerError::Exists(_)));
         assert!(err.to_string().contains(&path.display().to_string()), "{err}");
         assert_eq!(std::fs::read_to_string(&path).expect("still there"), "data");
+    }
+
+    #[test]
+    fn a_socket_nobody_listens_on_is_replaced() {
+        let d = dir();
+        let path = d.as_path().join("qmp.sock");
+        // What a killed kennel leaves: the file of a listener that is gone.
+        drop(UnixListener::bind(&path).expect("bind"));
+        assert!(path.symlink_metadata().is_ok(), "left behind");
+        let s = BoundSocket::bind(&path).expect("replaces the leftover");
+        let _c = UnixStream::connect(&path).expect("connect");
+        s.listener.accept().expect("accept");
+    }
+
+    #[test]
+    fn a_live_socket_is_refused_and_left_alone() {
+        let d = dir();
+        let path = d.as_path().join("qmp.sock");
+        let other = UnixListener::bind(&path).expect("another process listens");
+        let err = BoundSocket::bind(&path).expect_err("must refuse");
+        assert!(matches!(err, ServerError::InUse(_)), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        let _c = UnixStream::connect(&path).expect("still theirs");
+        other.accept().expect("and it still answers");
     }
 
     #[test]

@@ -256,6 +256,7 @@ impl VirtioBlk {
                 break;
             }
             completed += 1;
+            self.engine.counters.used_entries += 1;
         }
         if broken {
             self.set_needs_reset();

@@ -149,6 +149,9 @@ pub struct BlkCounters {
     pub dropped: u64,
     /// Decisions other than Proceed.
     pub faults_injected: u64,
+    /// Entries the device wrote to the used ring: the driver's view of
+    /// completions (a chain with no slot to go back to gets none).
+    pub used_entries: u64,
     /// Bytes copied from the disk to the guest, and from the guest to it.
     pub bytes_read: u64,
     pub bytes_written: u64,

@@ -201,7 +201,9 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Reset => {
                 esb = new_esb(esb.timeout_flag());
+                // A new device: disarmed, and counting from zero.
                 (model.armed, model.expired) = (false, false);
+                (model.feeds, model.expiries) = (0, 0);
             }
         }
         let now = clock.now();

@@ -208,3 +208,13 @@ fn no_interrupt_flag_is_honoured() {
     assert_eq!(rig.read(0, 512).0.status, S_OK);
     assert!(rig.line.level());
 }
+
+#[test]
+fn used_entries_count_what_the_driver_gets_back() {
+    let mut rig = Rig::new();
+    for sector in 0..3 {
+        assert_eq!(rig.read(sector, 512).0.status, S_OK);
+    }
+    assert_eq!(rig.dev.counters().used_entries, 3);
+    assert_eq!(rig.dev.counters().reads, 3);
+}

@@ -79,6 +79,14 @@ fn smp(vcpus: u8) {
         "{}",
         k.transcript()
     );
+    // What this tier found: without the TSC-deadline timer Linux calibrated
+    // the APIC timer against the PIT, which failed now and then on a busy
+    // host, and those guests sometimes never came back. Both boots get it,
+    // and no CPU falls back to broadcast ticks.
+    assert!(console_has(&mut k, "TSC deadline timer available", 2, Duration::ZERO), "{}", k.transcript());
+    for bad in ["APIC timer disabled", "lapic is not functional"] {
+        assert!(!k.stdout.iter().any(|l| l.contains(bad)), "{bad:?} on the console\n{}", k.transcript());
+    }
     k.kill();
 }
 

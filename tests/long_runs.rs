@@ -150,7 +150,17 @@ fn a_thousand_watchdog_resets_lose_nothing_and_leak_nothing() {
         ev.iter().map(|e| (e["event"].as_str().unwrap().to_string(), e["data"]["cycle"].as_u64().unwrap()));
     for n in 1..=CYCLES {
         for name in ["BOOT", "WATCHDOG_ARMED", "WATCHDOG", "RESET"] {
-            assert!(it.any(|(e, c)| e == name && c == n), "{name} {n} missing or out of order");
+            let cycle = |c: u64| ev.iter().filter(move |e| e["data"]["cycle"].as_u64() == Some(c));
+            let around: Vec<String> =
+                (n.saturating_sub(1)..=n + 1).flat_map(cycle).map(|e| e.to_string()).collect();
+            assert!(
+                it.any(|(e, c)| e == name && c == n),
+                "{name} {n} missing or out of order; cycles {}..={}:\n{}\n{}",
+                n.saturating_sub(1),
+                n + 1,
+                around.join("\n"),
+                k.transcript()
+            );
         }
     }
     let last = ev.last().unwrap();

@@ -28,6 +28,12 @@ fn start(
     let events = scratch(&format!("{name}.jsonl"));
     let _ = std::fs::remove_file(&sock);
     let _ = std::fs::remove_file(&events);
+    let k = run_on(&sock, &events, cmdline, qmp, extra);
+    (k, sock, events)
+}
+
+/// The tiny 6300ESB guest on these paths, whatever is there already.
+fn run_on(sock: &Path, events: &Path, cmdline: &str, qmp: bool, extra: &[&str]) -> Kennel {
     let kernel = test_guest("esb");
     let mut args = vec!["run", "--kernel", kernel.to_str().unwrap(), "--memory", "16", "--cmdline", cmdline];
     args.extend(["--events", events.to_str().unwrap()]);
@@ -35,8 +41,7 @@ fn start(
         args.extend(["--qmp", sock.to_str().unwrap()]);
     }
     args.extend_from_slice(extra);
-    let k = Kennel::start(&args);
-    (k, sock, events)
+    Kennel::start(&args)
 }
 
 fn events(path: &Path) -> Vec<Value> {
@@ -394,22 +399,9 @@ fn a_restart_after_kill_9_on_the_same_paths_just_works() {
     assert!(sock.symlink_metadata().is_ok(), "a killed kennel cannot remove its socket");
     let before = events(&path).len();
 
-    // The same paths again (`start` would remove them first; a supervisor does not).
-    let kernel = test_guest("esb");
-    let (s, e) = (sock.to_str().unwrap(), path.to_str().unwrap());
-    let mut again = Kennel::start(&[
-        "run",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--memory",
-        "16",
-        "--cmdline",
-        FAST_RESET,
-        "--events",
-        e,
-        "--qmp",
-        s,
-    ]);
+    // The same paths again, as they are (`start` would remove them first; a
+    // supervisor does not).
+    let mut again = run_on(&sock, &path, FAST_RESET, true, &[]);
     let mut c = Client::connect(&sock, "after the restart");
     let (reply, _) = c.cmd("query-status");
     assert_eq!(reply["return"]["running"], true, "{reply}");

@@ -163,40 +163,31 @@ fn run_loop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
                 log::warn!("cannot inject an NMI: {e}");
             }
         }
+        let fatal = |error: VcpuError| VmRequest::Fatal { vcpu: ctx.id, error, generation: ctx.generation };
         let outcome = match vcpu.run() {
-            Ok(exit) => exits::handle(Exit::from_kvm(exit), &ctx.buses),
+            Ok(exit) => Ok(exits::handle(Exit::from_kvm(exit), &ctx.buses)),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 vcpu.set_kvm_immediate_exit(0);
-                Outcome::Continue
+                Ok(Outcome::Continue)
             }
-            Err(e) => {
-                let error = VcpuError::Run(e);
-                ctx.requests.send(VmRequest::Fatal { vcpu: ctx.id, error, generation: ctx.generation });
-                ctx.control.set_if_running(VcpuState::Paused);
-                continue;
-            }
+            Err(e) => Err(VcpuError::Run(e)),
         };
         let request = match outcome {
-            Outcome::Continue => continue,
-            Outcome::EmulationFailure if ctx.pvm => match pvm::handle_emulation_failure(vcpu, &ctx.mem) {
+            Err(e) => fatal(e),
+            Ok(Outcome::Continue) => continue,
+            Ok(Outcome::EmulationFailure) if ctx.pvm => match pvm::handle_emulation_failure(vcpu, &ctx.mem) {
                 Ok(()) => continue,
-                Err(e) => VmRequest::Fatal { vcpu: ctx.id, error: e.into(), generation: ctx.generation },
+                Err(e) => fatal(e.into()),
             },
-            Outcome::EmulationFailure => VmRequest::Fatal {
-                vcpu: ctx.id,
-                error: VcpuError::EmulationFailure,
-                generation: ctx.generation,
-            },
-            Outcome::Reset(source) => {
+            Ok(Outcome::EmulationFailure) => fatal(VcpuError::EmulationFailure),
+            Ok(Outcome::Reset(source)) => {
                 if source == exits::ResetSource::TripleFault {
                     log_triple_fault(vcpu, ctx.id);
                 }
                 VmRequest::GuestReset { source, generation: ctx.generation }
             }
-            Outcome::PowerOff => VmRequest::GuestPowerOff { generation: ctx.generation },
-            Outcome::Fatal(e) => {
-                VmRequest::Fatal { vcpu: ctx.id, error: e.into(), generation: ctx.generation }
-            }
+            Ok(Outcome::PowerOff) => VmRequest::GuestPowerOff { generation: ctx.generation },
+            Ok(Outcome::Fatal(e)) => fatal(e.into()),
         };
         ctx.requests.send(request);
         // The main loop decides what happens next; this vCPU waits for it.

@@ -251,12 +251,11 @@ fn register_memory(fd: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
 }
 
 fn configure_vcpu(v: &VcpuFd, bsp: bool, kernel: &LoadedKernel) -> Result<(), VmError> {
-    let msrs = Msrs::from_entries(&[
+    let msrs = msr_list(&[
         kvm_msr_entry { index: MSR_IA32_MISC_ENABLE, data: 1, ..Default::default() },
         // MTRRs on, default type write-back.
         kvm_msr_entry { index: MSR_MTRR_DEF_TYPE, data: (1 << 11) | 6, ..Default::default() },
-    ])
-    .map_err(|_| VmError::Setup { what: "MSR list", err: kvm_ioctls::Error::new(libc::EINVAL) })?;
+    ])?;
     v.set_msrs(&msrs).map_err(setup("vCPU MSRs"))?;
     v.set_fpu(&regs::boot_fpu()).map_err(setup("vCPU FPU"))?;
     let mut lapic = v.get_lapic().map_err(setup("local APIC"))?;
@@ -280,12 +279,17 @@ fn configure_vcpu(v: &VcpuFd, bsp: bool, kernel: &LoadedKernel) -> Result<(), Vm
 /// TSC unstable. Every VMM does this at reset (QEMU, Firecracker,
 /// cloud-hypervisor).
 fn sync_tscs(vcpus: &[VcpuFd]) -> Result<(), VmError> {
-    let zero = Msrs::from_entries(&[kvm_msr_entry { index: MSR_IA32_TSC, data: 0, ..Default::default() }])
-        .map_err(|_| VmError::Setup { what: "MSR list", err: kvm_ioctls::Error::new(libc::EINVAL) })?;
+    let zero = msr_list(&[kvm_msr_entry { index: MSR_IA32_TSC, data: 0, ..Default::default() }])?;
     for v in vcpus {
         v.set_msrs(&zero).map_err(setup("vCPU TSC"))?;
     }
     Ok(())
+}
+
+/// A handful of MSRs for KVM_SET_MSRS (fails only past KVM's list size).
+fn msr_list(entries: &[kvm_msr_entry]) -> Result<Msrs, VmError> {
+    Msrs::from_entries(entries)
+        .map_err(|_| VmError::Setup { what: "MSR list", err: kvm_ioctls::Error::new(libc::EINVAL) })
 }
 
 fn set_lvt(regs: &mut [libc::c_char; 1024], offset: usize, mode: u32) {

@@ -55,12 +55,17 @@ impl PciBus {
     }
 
     pub fn add(&mut self, slot: u8, device: SharedPciDevice) -> Result<(), PciBusError> {
-        let entry = self.slots.get_mut(usize::from(slot)).ok_or(PciBusError::SlotOutOfRange(slot))?;
-        if entry.is_some() {
-            return Err(PciBusError::SlotOccupied(slot));
-        }
-        *entry = Some(device);
+        *self.free_slot(slot)? = Some(device);
         Ok(())
+    }
+
+    /// The empty slot `slot`, or why it cannot take a device.
+    fn free_slot(&mut self, slot: u8) -> Result<&mut Option<SharedPciDevice>, PciBusError> {
+        let entry = self.slots.get_mut(usize::from(slot)).ok_or(PciBusError::SlotOutOfRange(slot))?;
+        match entry {
+            Some(_) => Err(PciBusError::SlotOccupied(slot)),
+            None => Ok(entry),
+        }
     }
 
     /// Puts `device` in `slot` and each of its placed BARs on `mmio`, at the
@@ -72,9 +77,8 @@ impl PciBus {
         device: Arc<Mutex<D>>,
         mmio: &mut Bus,
     ) -> Result<(), PciBusError> {
-        if self.get(slot).is_some() {
-            return Err(PciBusError::SlotOccupied(slot));
-        }
+        // The slot first, so a refused device leaves nothing on the bus.
+        self.free_slot(slot)?;
         let shared: SharedPciDevice = device.clone();
         for b in lock(&device).bars() {
             let region = Arc::new(PciBarRegion::new(shared.clone(), b.index));
@@ -317,5 +321,12 @@ mod tests {
         let err = pci.attach(4, Arc::new(Mutex::new(clash)), &mut mmio).unwrap_err();
         assert!(matches!(err, PciBusError::Bar { slot: 4, bar: 1, .. }), "{err:?}");
         assert!(pci.get(4).is_none(), "a device whose BAR could not be placed is not on the bus");
+        // A slot that cannot take it: refused before any BAR is placed.
+        let far = Echo { bars: vec![PlacedBar { index: 0, addr: 0x8000, size: 16 }], ..Echo::default() };
+        assert_eq!(
+            pci.attach(40, Arc::new(Mutex::new(far)), &mut mmio),
+            Err(PciBusError::SlotOutOfRange(40))
+        );
+        assert!(!mmio.read(0x8000, &mut b), "no BAR of a refused device");
     }
 }

@@ -85,6 +85,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub events: Option<PathBuf>,
 
+    /// Keep the supervision state in this file in the Prometheus text format
+    /// (for node_exporter's textfile collector), rewritten atomically on
+    /// every event and every 5 seconds.
+    #[arg(long, value_name = "PATH")]
+    pub metrics: Option<PathBuf>,
+
     /// Serve QMP on a Unix socket at this path (must not exist; mode 0600).
     #[arg(long, value_name = "PATH")]
     pub qmp: Option<PathBuf>,

@@ -14,6 +14,7 @@ use crate::host::rootdisk::RootDisk;
 use crate::host::seccomp::{self, ThreadKind};
 use crate::host::signals::StopSignals;
 use crate::host::terminal::RawMode;
+use crate::interfaces::metrics::{MetricsError, MetricsFile};
 use crate::interfaces::qmp::QmpServer;
 use crate::machine::pvm;
 use crate::machine::vcpu::{self, VcpuError};
@@ -36,6 +37,8 @@ pub enum RunError {
     Signals(#[from] crate::host::signals::SignalError),
     #[error("cannot open the events file: {0}")]
     Events(#[from] crate::supervision::events::Error),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("cannot serve QMP: {0}")]
     Qmp(#[from] crate::interfaces::qmp::ServerError),
     #[error(transparent)]
@@ -102,7 +105,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         vcpus: args.vcpus,
         pvm,
         vcpu_seccomp: match args.no_seccomp {
-            false => Some(seccomp::program(ThreadKind::Vcpu)?),
+            false => Some(seccomp::program(ThreadKind::Vcpu, None)?),
             true => None,
         },
     };
@@ -143,6 +146,15 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         }
         None => None,
     };
+    let metrics_dir = match &args.metrics {
+        Some(p) => {
+            let m = MetricsFile::create(p)?;
+            let fd = m.dir_fd();
+            lock(&controller).set_metrics(m);
+            Some(fd)
+        }
+        None => None,
+    };
     em.add_subscriber(controller.clone());
     let _raw = RawMode::enter();
     // Everything that creates files or sockets has run; from here on the
@@ -150,7 +162,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     if args.no_seccomp {
         log::warn!("--no-seccomp: kennel's threads run without seccomp filters");
     } else {
-        seccomp::install(ThreadKind::Main, &seccomp::program(ThreadKind::Main)?)?;
+        seccomp::install(ThreadKind::Main, &seccomp::program(ThreadKind::Main, metrics_dir)?)?;
     }
     lock(&controller).start()?;
     loop {

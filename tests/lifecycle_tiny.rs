@@ -308,3 +308,58 @@ fn a_hang_after_the_first_feed_is_caught_by_the_watchdog() {
     assert!(q.wait_event("WATCHDOG", Some(2), Duration::from_millis(1500)).is_none(), "{:?}", q.sequence());
     k.kill();
 }
+
+/// `--metrics`: after a watchdog reset and the next cycle's first feed, the
+/// file holds the story in the Prometheus text format, as parsed by the
+/// reference parser (`prometheus_client`), and no temporary is left beside it.
+#[test]
+fn metrics_file_tells_the_reset_story_to_a_prometheus_parser() {
+    if !kvm_or_skip("metrics_file_tells_the_reset_story_to_a_prometheus_parser") {
+        return;
+    }
+    let dir = scratch("metrics-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    let prom = dir.join("vm.prom");
+    let (mut k, mut q, _) =
+        start("metrics", "heartbeat=1 feeds=3 interval_ms=100", &["--metrics", prom.to_str().unwrap()]);
+    q.wait_event("WATCHDOG_FIRST_FEED", Some(2), T).unwrap_or_else(|| panic!("{}", k.transcript()));
+    // Rewritten on every event: the first feed's write is done once the
+    // event reached QMP, as both happen in the same main-loop step.
+    let python = common::repo().join("target/venv/bin/python");
+    let parse = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for s in fam.samples:
+        key = s.name + ''.join('|%s=%s' % kv for kv in sorted(s.labels.items()))
+        out[key] = s.value
+    out['type:' + fam.name] = fam.type
+print(json.dumps(out))
+"#;
+    let out =
+        std::process::Command::new(&python).args(["-c", parse, prom.to_str().unwrap()]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("no {k} in {m}"));
+    assert!(v("kennel_boot_cycle") >= 2.0, "{m}");
+    assert_eq!(v("kennel_boots_total|cause=power-on"), 1.0, "{m}");
+    assert!(v("kennel_boots_total|cause=watchdog") >= 1.0, "{m}");
+    assert!(v("kennel_resets_total|cause=watchdog") >= 1.0, "{m}");
+    assert!(v("kennel_watchdog_expiries_total|action=reset") >= 1.0, "{m}");
+    assert!(v("kennel_watchdog_first_feeds_total") >= 2.0, "{m}");
+    // Three feeds in cycle 1 and at least the first of cycle 2.
+    assert!(v("kennel_watchdog_feeds_total") >= 4.0, "{m}");
+    assert_eq!(v("kennel_lifecycle_state|state=booting"), 0.0, "{m}");
+    assert!(v("kennel_seconds_since_last_first_feed") >= 0.0, "{m}");
+    // Counters are typed as counters (the parser strips `_total`).
+    assert_eq!(m["type:kennel_resets"], "counter", "{m}");
+    assert_eq!(m["type:kennel_boot_cycle"], "gauge", "{m}");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("vm.prom")]);
+    k.kill();
+}

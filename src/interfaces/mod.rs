@@ -1,5 +1,7 @@
-//! What operators and their tools talk to: the QMP socket and the timeline
-//! drawn from an events file. The command line is `crate::cli`.
+//! What operators and their tools talk to: the QMP socket, the metrics
+//! file, and the timeline drawn from an events file. The command line is
+//! `crate::cli`.
 
+pub mod metrics;
 pub mod qmp;
 pub mod timeline;

@@ -24,6 +24,7 @@
 //! it uses. In particular nobody can `TIOCSTI` into the host terminal.
 
 use std::collections::BTreeMap;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use seccompiler::{
@@ -145,7 +146,10 @@ fn one(c: SeccompCondition) -> Result<SeccompRule, BackendError> {
     SeccompRule::new(vec![c])
 }
 
-fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, BackendError> {
+fn rules(
+    kind: ThreadKind,
+    write_dir: Option<RawFd>,
+) -> Result<BTreeMap<i64, Vec<SeccompRule>>, BackendError> {
     let mut m: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     let extra = if kind == ThreadKind::Main { MAIN_ONLY } else { &[] };
     for &nr in COMMON.iter().chain(extra) {
@@ -160,7 +164,18 @@ fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, BackendErr
         // Only read-only opens: the kernel and initrd are read again on
         // every reset; nothing may be created or written.
         let write_flags = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u64;
-        m.insert(libc::SYS_openat, vec![one(cond(2, SeccompCmpOp::MaskedEq(write_flags), 0)?)?]);
+        let mut openat = vec![one(cond(2, SeccompCmpOp::MaskedEq(write_flags), 0)?)?];
+        // The one exception: the metrics file's directory, where its
+        // temporary is created and renamed over it on every write.
+        if let Some(fd) = write_dir {
+            let fd = fd as u64;
+            openat.push(one(cond(0, SeccompCmpOp::Eq, fd)?)?);
+            let both =
+                || SeccompRule::new(vec![cond(0, SeccompCmpOp::Eq, fd)?, cond(2, SeccompCmpOp::Eq, fd)?]);
+            m.insert(libc::SYS_renameat, vec![both()?]);
+            m.insert(libc::SYS_renameat2, vec![both()?]);
+        }
+        m.insert(libc::SYS_openat, openat);
         // Naming a new thread, and installing the vCPU filter in it.
         m.insert(
             libc::SYS_prctl,
@@ -180,11 +195,12 @@ fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, BackendErr
     Ok(m)
 }
 
-/// Compiles the filter for one kind of thread.
-pub fn program(kind: ThreadKind) -> Result<Program, SeccompError> {
+/// Compiles the filter for one kind of thread. `write_dir`: a directory fd
+/// the main thread may create files and rename in (`--metrics`).
+pub fn program(kind: ThreadKind, write_dir: Option<RawFd>) -> Result<Program, SeccompError> {
     let build = |e| SeccompError::Build(kind.name(), e);
     let filter = SeccompFilter::new(
-        rules(kind).map_err(build)?,
+        rules(kind, write_dir).map_err(build)?,
         SeccompAction::KillProcess,
         SeccompAction::Allow,
         TargetArch::x86_64,

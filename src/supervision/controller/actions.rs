@@ -109,7 +109,11 @@ impl Controller {
     fn stop_vm(&mut self) -> bool {
         match self.vm.take() {
             Some(vm) => {
-                let flag = lock(&vm.platform.esb).timeout_flag();
+                let (flag, feeds) = {
+                    let esb = lock(&vm.platform.esb);
+                    (esb.timeout_flag(), esb.counters().feeds)
+                };
+                self.feeds_before += feeds;
                 self.retire(vm.stop());
                 flag
             }

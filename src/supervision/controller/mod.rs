@@ -9,6 +9,7 @@
 
 mod actions;
 mod qmp_control;
+mod reporting;
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -82,6 +83,13 @@ pub struct Controller {
     started: bool,
     exit: Option<i32>,
     stdin_open: bool,
+    /// `--metrics`, and its failed writes so far.
+    metrics: Option<crate::interfaces::metrics::MetricsFile>,
+    metrics_failures: u64,
+    /// Feeds counted by the devices of VMs already torn down.
+    feeds_before: u64,
+    /// Rewrites the metrics file between events.
+    housekeeping: TimerFd,
 }
 
 const TOKEN_REQUESTS: u32 = 1;
@@ -90,6 +98,7 @@ const TOKEN_DEADLINE: u32 = 3;
 const TOKEN_STDIN: u32 = 4;
 const TOKEN_SIGNAL: u32 = 5;
 const TOKEN_HANG: u32 = 6;
+const TOKEN_HOUSEKEEPING: u32 = 7;
 
 fn timer() -> Result<TimerFd, ControllerError> {
     TimerFd::new().map_err(|e| ControllerError::Timer(e.into()))
@@ -123,6 +132,10 @@ impl Controller {
             started: false,
             exit: None,
             stdin_open: true,
+            metrics: None,
+            metrics_failures: 0,
+            feeds_before: 0,
+            housekeeping: timer()?,
         })
     }
 
@@ -157,6 +170,7 @@ impl Controller {
         self.last_now = now;
         let out = self.lifecycle.handle(now, SystemTime::now(), i);
         self.hub.emit_all(&out.events);
+        self.report(&out.events);
         if out.first_feed() && self.hang.first_feed(now) {
             arm(&mut self.hang_timer, self.hang.due(), self.clock.now());
         }
@@ -189,7 +203,9 @@ impl Controller {
     /// Emits an event the lifecycle has no part in (faults).
     fn emit(&mut self, name: EventName, data: serde_json::Value) {
         let serde_json::Value::Object(map) = data else { return };
-        self.hub.emit(&Event::new(name, map, SystemTime::now()));
+        let event = Event::new(name, map, SystemTime::now());
+        self.hub.emit(&event);
+        self.report(std::slice::from_ref(&event));
     }
 
     /// Brings the watchdog up to date and arms the timer for its next expiry.
@@ -262,6 +278,10 @@ impl MutEventSubscriber for Controller {
                 let _ = self.hang_timer.wait();
                 self.hang_now();
             }
+            TOKEN_HOUSEKEEPING => {
+                let _ = self.housekeeping.wait();
+                self.write_metrics();
+            }
             TOKEN_SIGNAL => {
                 if let Some(sig) = self.signals.read() {
                     log::info!("signal {sig}: stopping the VM");
@@ -283,6 +303,7 @@ impl MutEventSubscriber for Controller {
             (self.deadline_timer.as_raw_fd(), TOKEN_DEADLINE),
             (self.signals.as_raw_fd(), TOKEN_SIGNAL),
             (self.hang_timer.as_raw_fd(), TOKEN_HANG),
+            (self.housekeeping.as_raw_fd(), TOKEN_HOUSEKEEPING),
         ];
         for (fd, token) in reg {
             if let Err(e) = ops.add(Events::with_data_raw(fd, token, EventSet::IN)) {
@@ -297,5 +318,11 @@ impl MutEventSubscriber for Controller {
             self.stdin_open = false;
         }
         self.arm_deadline_timer();
+        if self.metrics.is_some() {
+            let p = reporting::HOUSEKEEPING_PERIOD;
+            if let Err(e) = self.housekeeping.reset(p, Some(p)) {
+                log::error!("cannot arm the metrics timer: {e}");
+            }
+        }
     }
 }

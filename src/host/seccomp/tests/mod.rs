@@ -8,8 +8,12 @@ use super::*;
 /// the child of a multi-threaded process may not allocate) and exits 0.
 /// Returns the child's wait status.
 fn in_child(kind: ThreadKind, act: fn()) -> libc::c_int {
+    in_child_with(kind, None, act)
+}
+
+fn in_child_with(kind: ThreadKind, write_dir: Option<RawFd>, act: fn()) -> libc::c_int {
     // Compiled before fork: the child only makes system calls.
-    let prog = program(kind).unwrap();
+    let prog = program(kind, write_dir).unwrap();
     // SAFETY: the child calls only async-signal-safe functions (prctl,
     // seccomp, raw syscalls, _exit) before it exits.
     unsafe {
@@ -38,8 +42,48 @@ fn exited_0(status: libc::c_int) -> bool {
 
 #[test]
 fn both_filters_compile() {
-    assert!(program(ThreadKind::Main).unwrap().len() > 10);
-    assert!(program(ThreadKind::Vcpu).unwrap().len() > 10);
+    assert!(program(ThreadKind::Main, None).unwrap().len() > 10);
+    assert!(program(ThreadKind::Vcpu, None).unwrap().len() > 10);
+}
+
+/// The metrics directory's fd, for the children below (they may not allocate).
+static WRITE_DIR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+#[test]
+fn the_main_thread_may_create_and_rename_only_in_the_metrics_directory() {
+    use std::os::fd::AsRawFd;
+    let dir = std::env::temp_dir().join(format!("kennel-seccomp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = std::fs::File::open(&dir).unwrap();
+    WRITE_DIR.store(d.as_raw_fd(), std::sync::atomic::Ordering::SeqCst);
+    fn in_dir() {
+        let fd = WRITE_DIR.load(std::sync::atomic::Ordering::SeqCst);
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
+        // SAFETY: plain syscalls on NUL-terminated constants.
+        unsafe {
+            let f = libc::openat(fd, c".m.tmp".as_ptr(), flags, 0o644);
+            if f < 0 || libc::renameat(fd, c".m.tmp".as_ptr(), fd, c"m.prom".as_ptr()) != 0 {
+                libc::_exit(3);
+            }
+        }
+    }
+    assert!(exited_0(in_child_with(ThreadKind::Main, Some(d.as_raw_fd()), in_dir)));
+    assert!(dir.join("m.prom").exists());
+    fn elsewhere() {
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC;
+        // SAFETY: a plain syscall; it must never return.
+        unsafe { libc::openat(libc::AT_FDCWD, c"/tmp/kennel-seccomp-elsewhere".as_ptr(), flags, 0o644) };
+    }
+    assert!(killed_by_sigsys(in_child_with(ThreadKind::Main, Some(d.as_raw_fd()), elsewhere)));
+    fn rename_out() {
+        let fd = WRITE_DIR.load(std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: a plain syscall; it must never return.
+        unsafe { libc::renameat(fd, c"m.prom".as_ptr(), libc::AT_FDCWD, c"/tmp/kennel-stolen".as_ptr()) };
+    }
+    assert!(killed_by_sigsys(in_child_with(ThreadKind::Main, Some(d.as_raw_fd()), rename_out)));
+    // Without --metrics there is no exception at all.
+    assert!(killed_by_sigsys(in_child_with(ThreadKind::Main, None, in_dir)));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -11,11 +11,12 @@ use kennel_devices::bus::lock;
 use crate::exit_code;
 use crate::host::kvm::{self, HostError};
 use crate::host::rootdisk::RootDisk;
-use crate::host::seccomp::{self, ThreadKind};
+use crate::host::seccomp::{self, Allowances, ThreadKind};
 use crate::host::signals::StopSignals;
 use crate::host::terminal::RawMode;
 use crate::interfaces::metrics::{MetricsError, MetricsFile};
 use crate::interfaces::qmp::QmpServer;
+use crate::interfaces::systemd::Notifier;
 use crate::machine::pvm;
 use crate::machine::vcpu::{self, VcpuError};
 use crate::machine::vm::{self, VmConfig};
@@ -105,7 +106,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         vcpus: args.vcpus,
         pvm,
         vcpu_seccomp: match args.no_seccomp {
-            false => Some(seccomp::program(ThreadKind::Vcpu, None)?),
+            false => Some(seccomp::program(ThreadKind::Vcpu, Allowances::default())?),
             true => None,
         },
     };
@@ -155,6 +156,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         }
         None => None,
     };
+    let notifier = Notifier::from_env();
     em.add_subscriber(controller.clone());
     let _raw = RawMode::enter();
     // Everything that creates files or sockets has run; from here on the
@@ -162,13 +164,23 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     if args.no_seccomp {
         log::warn!("--no-seccomp: kennel's threads run without seccomp filters");
     } else {
-        seccomp::install(ThreadKind::Main, &seccomp::program(ThreadKind::Main, metrics_dir)?)?;
+        let allow = Allowances { write_dir: metrics_dir, notify: notifier.is_some() };
+        seccomp::install(ThreadKind::Main, &seccomp::program(ThreadKind::Main, allow)?)?;
     }
     lock(&controller).start()?;
+    if let Some(mut n) = notifier {
+        // The QMP socket listens and the first VM is built (with
+        // --start-paused: kennel waits for `cont`, ready to be told).
+        n.ready();
+        lock(&controller).set_notifier(n);
+    }
     loop {
-        if let Some(code) = lock(&controller).exit_status() {
+        let mut c = lock(&controller);
+        if let Some(code) = c.exit_status() {
+            c.notify_stopping();
             return Ok(code);
         }
+        drop(c);
         em.run().map_err(RunError::EventLoop)?;
     }
 }

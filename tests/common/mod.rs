@@ -189,8 +189,14 @@ pub struct Kennel {
 
 impl Kennel {
     pub fn start(args: &[&str]) -> Kennel {
+        Self::start_env(args, &[])
+    }
+
+    /// As `start`, with these variables added to kennel's environment.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Kennel {
         let mut child = Command::new(kennel_bin())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

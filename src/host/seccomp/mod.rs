@@ -146,10 +146,18 @@ fn one(c: SeccompCondition) -> Result<SeccompRule, BackendError> {
     SeccompRule::new(vec![c])
 }
 
-fn rules(
-    kind: ThreadKind,
-    write_dir: Option<RawFd>,
-) -> Result<BTreeMap<i64, Vec<SeccompRule>>, BackendError> {
+/// What the main thread may do beyond its fixed list, depending on options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allowances {
+    /// A directory fd the main thread may create files and rename in
+    /// (`--metrics`).
+    pub write_dir: Option<RawFd>,
+    /// Talk to the service manager (`NOTIFY_SOCKET` set): an AF_UNIX
+    /// datagram socket per notification, connected to it.
+    pub notify: bool,
+}
+
+fn rules(kind: ThreadKind, allow: Allowances) -> Result<BTreeMap<i64, Vec<SeccompRule>>, BackendError> {
     let mut m: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     let extra = if kind == ThreadKind::Main { MAIN_ONLY } else { &[] };
     for &nr in COMMON.iter().chain(extra) {
@@ -167,7 +175,7 @@ fn rules(
         let mut openat = vec![one(cond(2, SeccompCmpOp::MaskedEq(write_flags), 0)?)?];
         // The one exception: the metrics file's directory, where its
         // temporary is created and renamed over it on every write.
-        if let Some(fd) = write_dir {
+        if let Some(fd) = allow.write_dir {
             let fd = fd as u64;
             openat.push(one(cond(0, SeccompCmpOp::Eq, fd)?)?);
             let both =
@@ -176,6 +184,14 @@ fn rules(
             m.insert(libc::SYS_renameat2, vec![both()?]);
         }
         m.insert(libc::SYS_openat, openat);
+        if allow.notify {
+            let unix_dgram = SeccompRule::new(vec![
+                cond(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?,
+                cond(1, SeccompCmpOp::Eq, (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64)?,
+            ])?;
+            m.insert(libc::SYS_socket, vec![unix_dgram]);
+            m.insert(libc::SYS_connect, Vec::new());
+        }
         // Naming a new thread, and installing the vCPU filter in it.
         m.insert(
             libc::SYS_prctl,
@@ -195,12 +211,12 @@ fn rules(
     Ok(m)
 }
 
-/// Compiles the filter for one kind of thread. `write_dir`: a directory fd
-/// the main thread may create files and rename in (`--metrics`).
-pub fn program(kind: ThreadKind, write_dir: Option<RawFd>) -> Result<Program, SeccompError> {
+/// Compiles the filter for one kind of thread (`allow` matters only to the
+/// main thread's).
+pub fn program(kind: ThreadKind, allow: Allowances) -> Result<Program, SeccompError> {
     let build = |e| SeccompError::Build(kind.name(), e);
     let filter = SeccompFilter::new(
-        rules(kind, write_dir).map_err(build)?,
+        rules(kind, allow).map_err(build)?,
         SeccompAction::KillProcess,
         SeccompAction::Allow,
         TargetArch::x86_64,

@@ -88,7 +88,9 @@ pub struct Controller {
     metrics_failures: u64,
     /// Feeds counted by the devices of VMs already torn down.
     feeds_before: u64,
-    /// Rewrites the metrics file between events.
+    /// The service manager, when kennel runs under one (sd_notify).
+    notifier: Option<crate::interfaces::systemd::Notifier>,
+    /// Rewrites the metrics file and feeds the service manager's watchdog.
     housekeeping: TimerFd,
 }
 
@@ -135,6 +137,7 @@ impl Controller {
             metrics: None,
             metrics_failures: 0,
             feeds_before: 0,
+            notifier: None,
             housekeeping: timer()?,
         })
     }
@@ -280,7 +283,7 @@ impl MutEventSubscriber for Controller {
             }
             TOKEN_HOUSEKEEPING => {
                 let _ = self.housekeeping.wait();
-                self.write_metrics();
+                self.housekeeping();
             }
             TOKEN_SIGNAL => {
                 if let Some(sig) = self.signals.read() {
@@ -318,11 +321,6 @@ impl MutEventSubscriber for Controller {
             self.stdin_open = false;
         }
         self.arm_deadline_timer();
-        if self.metrics.is_some() {
-            let p = reporting::HOUSEKEEPING_PERIOD;
-            if let Err(e) = self.housekeeping.reset(p, Some(p)) {
-                log::error!("cannot arm the metrics timer: {e}");
-            }
-        }
+        self.arm_housekeeping();
     }
 }

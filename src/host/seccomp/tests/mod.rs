@@ -12,8 +12,12 @@ fn in_child(kind: ThreadKind, act: fn()) -> libc::c_int {
 }
 
 fn in_child_with(kind: ThreadKind, write_dir: Option<RawFd>, act: fn()) -> libc::c_int {
+    in_child_allowed(kind, Allowances { write_dir, notify: false }, act)
+}
+
+fn in_child_allowed(kind: ThreadKind, allow: Allowances, act: fn()) -> libc::c_int {
     // Compiled before fork: the child only makes system calls.
-    let prog = program(kind, write_dir).unwrap();
+    let prog = program(kind, allow).unwrap();
     // SAFETY: the child calls only async-signal-safe functions (prctl,
     // seccomp, raw syscalls, _exit) before it exits.
     unsafe {
@@ -42,8 +46,8 @@ fn exited_0(status: libc::c_int) -> bool {
 
 #[test]
 fn both_filters_compile() {
-    assert!(program(ThreadKind::Main, None).unwrap().len() > 10);
-    assert!(program(ThreadKind::Vcpu, None).unwrap().len() > 10);
+    assert!(program(ThreadKind::Main, Allowances::default()).unwrap().len() > 10);
+    assert!(program(ThreadKind::Vcpu, Allowances::default()).unwrap().len() > 10);
 }
 
 /// The metrics directory's fd, for the children below (they may not allocate).
@@ -160,4 +164,26 @@ fn main_thread_cannot_exec_connect_or_create_files() {
         unsafe { libc::close(libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY)) };
     }
     assert!(exited_0(in_child(ThreadKind::Main, read_only_open)));
+}
+
+#[test]
+fn with_a_service_manager_the_main_thread_may_open_unix_datagram_sockets_only() {
+    fn dgram() {
+        // SAFETY: plain syscalls on constant arguments.
+        unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                libc::_exit(3);
+            }
+            libc::close(fd);
+        }
+    }
+    fn tcp() {
+        // SAFETY: a plain syscall; it must never return.
+        unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    }
+    let notify = Allowances { write_dir: None, notify: true };
+    assert!(exited_0(in_child_allowed(ThreadKind::Main, notify, dgram)));
+    assert!(killed_by_sigsys(in_child_allowed(ThreadKind::Main, notify, tcp)));
+    assert!(killed_by_sigsys(in_child_allowed(ThreadKind::Main, Allowances::default(), dgram)));
 }

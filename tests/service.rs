@@ -1,0 +1,102 @@
+#![allow(clippy::unwrap_used, clippy::panic)]
+//! kennel as a systemd service: the shipped template unit passes
+//! `systemd-analyze verify`, and kennel speaks the sd_notify protocol to
+//! whatever listens on `NOTIFY_SOCKET` (here the test, as systemd would).
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::qmp::QmpWatch;
+use common::{kvm_or_skip, repo, scratch, skip, test_guest, Kennel};
+
+#[test]
+fn the_template_unit_passes_systemd_analyze_verify() {
+    let name = "the_template_unit_passes_systemd_analyze_verify";
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        skip(name, "systemd-analyze is not installed (scripts/setup installs it)");
+        return;
+    }
+    let unit = std::fs::read_to_string(repo().join("resources/systemd/kennel@.service")).unwrap();
+    // As installed: the binary where the unit says it is.
+    let bin = common::kennel_bin();
+    let unit = unit.replace("/usr/local/bin/kennel", bin.to_str().unwrap());
+    let dir = scratch("units");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kennel@web1.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&path).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "verify failed: {said}");
+    // verify only warns about a misspelt setting; a warning is a failure here.
+    let about_unit: Vec<&str> = said.lines().filter(|l| l.contains("kennel@")).collect();
+    assert!(about_unit.is_empty(), "verify complained: {about_unit:?}");
+}
+
+/// Reads the datagrams kennel sent until `want` is among them.
+fn wait_for(sock: &UnixDatagram, seen: &mut Vec<String>, want: &str, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < end {
+        if seen.iter().any(|m| m.lines().any(|l| l == want || l.starts_with(want))) {
+            return true;
+        }
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    seen.iter().any(|m| m.lines().any(|l| l == want || l.starts_with(want)))
+}
+
+#[test]
+fn sd_notify_ready_status_watchdog_and_stopping() {
+    if !kvm_or_skip("sd_notify_ready_status_watchdog_and_stopping") {
+        return;
+    }
+    let notify = scratch("notify.sock");
+    let _ = std::fs::remove_file(&notify);
+    let sock = UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let qmp = scratch("notify.qmp");
+    let _ = std::fs::remove_file(&qmp);
+    let kernel = test_guest("esb");
+    let args = [
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "16",
+        "--cmdline",
+        "heartbeat=1 feeds=1000000 interval_ms=100",
+        "--qmp",
+        qmp.to_str().unwrap(),
+    ];
+    // WatchdogSec=1s: kennel must ping every half second.
+    let env = [("NOTIFY_SOCKET", notify.to_str().unwrap()), ("WATCHDOG_USEC", "1000000")];
+    let mut k = Kennel::start_env(&args, &env);
+    let mut seen = Vec::new();
+    assert!(wait_for(&sock, &mut seen, "READY=1", Duration::from_secs(20)), "{seen:?}\n{}", k.transcript());
+    assert!(
+        wait_for(&sock, &mut seen, "STATUS=cycle 1: alive (watchdog armed)", Duration::from_secs(20)),
+        "{seen:?}\n{}",
+        k.transcript()
+    );
+    // Pings keep coming from the main loop: at least 4 in 3 s.
+    let before = seen.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < end {
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    let pings = seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() - before;
+    assert!(pings >= 4, "{pings} WATCHDOG=1 in 3 s with WatchdogSec=1s: {seen:?}");
+    let mut q = QmpWatch::connect(&qmp, false);
+    q.execute("quit", serde_json::json!({}));
+    assert!(k.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", k.transcript());
+    assert!(wait_for(&sock, &mut seen, "STOPPING=1", Duration::from_secs(2)), "{seen:?}");
+    let _ = std::fs::remove_file(&notify);
+}

@@ -13,6 +13,9 @@ use common::{kennel_bin, kvm_or_skip, linux_guest, repo, scratch, Feeder};
 
 struct Run {
     events: Vec<(String, u64, String)>,
+    /// What examples/monitor.py said about this VM's alarm, in order:
+    /// "raised" or "cleared".
+    alarms: Vec<String>,
     console: String,
     svg: String,
     ok: bool,
@@ -30,6 +33,9 @@ fn run(name: &str) -> Run {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start scripts/scenario");
+    // The reference monitor watches the same socket; the VM starts once it
+    // is connected, so it sees every event.
+    let mut monitor = Monitor::start(&sock);
     let mut q = QmpWatch::connect(&sock, true);
     let end = Instant::now() + Duration::from_secs(420);
     let status = loop {
@@ -53,12 +59,58 @@ fn run(name: &str) -> Run {
             (v["event"].as_str().unwrap().to_string(), v["data"]["cycle"].as_u64().unwrap_or(0), cause)
         })
         .collect();
+    let alarms = monitor.stop();
     Run {
         events,
+        alarms,
         console: std::fs::read_to_string(out.join("console.log")).unwrap_or_default(),
         svg: std::fs::read_to_string(out.join("timeline.svg")).unwrap_or_default(),
         ok: status.success(),
         output,
+    }
+}
+
+/// examples/monitor.py on one socket, its JSON lines read as they come.
+struct Monitor {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Monitor {
+    fn start(sock: &std::path::Path) -> Monitor {
+        let mut child = Command::new(repo().join("target/venv/bin/python"))
+            .arg(repo().join("examples/monitor.py"))
+            .arg(format!("vm={}", sock.display()))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start examples/monitor.py (scripts/setup installs qemu.qmp)");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(serde_json::from_str(&l).unwrap_or_else(|_| panic!("monitor printed {l:?}")));
+            }
+        });
+        let first: serde_json::Value =
+            lines.recv_timeout(Duration::from_secs(60)).expect("the monitor never connected");
+        assert_eq!(first["connected"], true, "{first}");
+        Monitor { child, lines }
+    }
+
+    /// Stops the monitor; its alarm changes, in order.
+    fn stop(&mut self) -> Vec<String> {
+        // Lines printed for the last events have a moment to arrive.
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut alarms = Vec::new();
+        while let Ok(v) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            if let Some(a) = v["alarm"].as_str().filter(|_| v.get("connected").is_none()) {
+                alarms.push(a.to_string());
+            }
+        }
+        alarms
     }
 }
 
@@ -98,6 +150,7 @@ fn scenario_healthy() {
         &[ev("BOOT", 1, "power-on"), ev("WATCHDOG_ARMED", 1, ""), ev("WATCHDOG_FIRST_FEED", 1, "")],
     );
     assert!(!r.events.iter().any(|e| e.0 == "WATCHDOG" || e.0 == "BOOT_DEADLINE_MISSED"), "{:?}", r.events);
+    assert!(r.alarms.is_empty(), "the reference monitor raised an alarm on a healthy VM: {:?}", r.alarms);
     assert!(r.console.contains("EXT4-fs (vda): mounted filesystem"), "root disk not mounted");
     match Feeder::for_host() {
         Feeder::Kernel => assert!(r.console.contains("Run /sbin/kennel-spin as init process")),
@@ -132,6 +185,8 @@ fn scenario_hang_then_recover() {
         ],
     );
     assert!(r.console.contains(Feeder::for_host().card_reset_line()), "cycle 2 missed the card reset");
+    // Raised on WATCHDOG, kept through RESET and BOOT, cleared by cycle 2's first feed.
+    assert_eq!(r.alarms, ["raised", "cleared"], "the reference monitor's alarm");
 }
 
 #[test]
@@ -156,6 +211,8 @@ fn scenario_reset_then_io_error() {
         ],
     );
     assert!(!r.events.iter().any(|e| e.0 == "WATCHDOG_FIRST_FEED" && e.1 == 2), "{:?}", r.events);
+    // Raised on WATCHDOG and still raised at the end: the reboot proved nothing.
+    assert_eq!(r.alarms, ["raised"], "the reference monitor's alarm");
     assert!(r.console.contains("I/O error, dev vda"), "no disk I/O errors on the console");
     if Feeder::for_host() == Feeder::Daemon {
         assert!(r.console.contains("kennel-guest: watchdog daemon killed after 3s"), "{}", r.console);
@@ -202,6 +259,7 @@ fn scenario_never_arms() {
     }
     let r = run("never-arms");
     check("never-arms", &r, &[ev("BOOT", 1, "power-on"), ev("BOOT_DEADLINE_MISSED", 1, "")]);
+    assert_eq!(r.alarms, ["raised"], "the reference monitor's alarm");
     let miss = r.events.iter().position(|e| e.0 == "BOOT_DEADLINE_MISSED").unwrap();
     assert!(!r.events[..miss].iter().any(|e| e.0 == "WATCHDOG_ARMED"), "{:?}", r.events);
     assert!(r.console.contains("i6300ESB timer 0000:00:04.0: initialized"), "the driver should still bind");

@@ -60,6 +60,7 @@ fn run(name: &str) -> Run {
         })
         .collect();
     let alarms = monitor.stop();
+    check_metrics(name, &out.join("metrics.prom"), &q.events);
     Run {
         events,
         alarms,
@@ -68,6 +69,62 @@ fn run(name: &str) -> Run {
         ok: status.success(),
         output,
     }
+}
+
+/// The metrics file kennel left (`--metrics`), as the reference parser
+/// (`prometheus_client`) reads it, agrees with the events the QMP client saw.
+fn check_metrics(name: &str, path: &std::path::Path, events: &[serde_json::Value]) {
+    let parse = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for s in fam.samples:
+        out[s.name + ''.join('|%s=%s' % kv for kv in sorted(s.labels.items()))] = s.value
+print(json.dumps(out))
+"#;
+    let out =
+        Command::new(repo().join("target/venv/bin/python")).args(["-c", parse]).arg(path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "scenario {name}: metrics unreadable: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let got = |k: &str| m.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let count = |ev: &str, key: &str, val: &str| {
+        events.iter().filter(|e| e["event"] == ev && (key.is_empty() || e["data"][key] == val)).count() as f64
+    };
+    let mut want = vec![
+        ("kennel_watchdog_first_feeds_total".to_string(), count("WATCHDOG_FIRST_FEED", "", "")),
+        (
+            "kennel_boot_cycle".to_string(),
+            events.iter().filter_map(|e| e["data"]["cycle"].as_f64()).fold(0.0, f64::max),
+        ),
+    ];
+    for (ev, metric, key) in [
+        ("BOOT", "kennel_boots_total", "cause"),
+        ("RESET", "kennel_resets_total", "cause"),
+        ("WATCHDOG", "kennel_watchdog_expiries_total", "action"),
+        ("BOOT_DEADLINE_MISSED", "kennel_boot_deadlines_missed_total", "action"),
+    ] {
+        for e in events.iter().filter(|e| e["event"] == ev) {
+            let v = e["data"][key].as_str().unwrap_or("unknown");
+            want.push((format!("{metric}|{key}={v}"), count(ev, key, v)));
+        }
+    }
+    let faults = count("FAULT_INJECTED", "", "");
+    let fault_total: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("kennel_faults_injected_total|"))
+        .filter_map(|(_, v)| v.as_f64())
+        .sum();
+    assert_eq!(fault_total, faults, "scenario {name}: faults in the metrics {m:?}");
+    for (k, v) in want {
+        assert_eq!(got(&k), v, "scenario {name}: {k} in the metrics {m:?}");
+    }
+    // The story ended with the VM stopped by the scenario (SHUTDOWN).
+    assert_eq!(got("kennel_lifecycle_state|state=shutdown"), 1.0, "scenario {name}: {m:?}");
 }
 
 /// examples/monitor.py on one socket, its JSON lines read as they come.

@@ -156,7 +156,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         }
         None => None,
     };
-    let notifier = Notifier::from_env();
+    let notify = std::env::var_os("NOTIFY_SOCKET").is_some();
     em.add_subscriber(controller.clone());
     let _raw = RawMode::enter();
     // Everything that creates files or sockets has run; from here on the
@@ -164,11 +164,12 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     if args.no_seccomp {
         log::warn!("--no-seccomp: kennel's threads run without seccomp filters");
     } else {
-        let allow = Allowances { write_dir: metrics_dir, notify: notifier.is_some() };
+        let allow = Allowances { write_dir: metrics_dir, notify };
         seccomp::install(ThreadKind::Main, &seccomp::program(ThreadKind::Main, allow)?)?;
     }
     lock(&controller).start()?;
-    if let Some(mut n) = notifier {
+    // Started now, so its thread inherits the main thread's filter.
+    if let Some(mut n) = notify.then(Notifier::from_env).flatten() {
         // The QMP socket listens and the first VM is built (with
         // --start-paused: kennel waits for `cont`, ready to be told).
         n.ready();

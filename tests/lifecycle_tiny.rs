@@ -325,26 +325,10 @@ fn metrics_file_tells_the_reset_story_to_a_prometheus_parser() {
     q.wait_event("WATCHDOG_FIRST_FEED", Some(2), T).unwrap_or_else(|| panic!("{}", k.transcript()));
     // Rewritten on every event: the first feed's write is done once the
     // event reached QMP, as both happen in the same main-loop step.
-    let python = common::repo().join("target/venv/bin/python");
-    let parse = r#"
-import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-out = {}
-for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
-    for s in fam.samples:
-        key = s.name + ''.join('|%s=%s' % kv for kv in sorted(s.labels.items()))
-        out[key] = s.value
-    out['type:' + fam.name] = fam.type
-print(json.dumps(out))
-"#;
-    let out =
-        std::process::Command::new(&python).args(["-c", parse, prom.to_str().unwrap()]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "prometheus_client refused the file: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let m = serde_json::Value::Object(
+        common::prometheus_samples(&prom)
+            .unwrap_or_else(|e| panic!("prometheus_client refused the file: {e}")),
     );
-    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let v = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("no {k} in {m}"));
     assert!(v("kennel_boot_cycle") >= 2.0, "{m}");
     assert_eq!(v("kennel_boots_total|cause=power-on"), 1.0, "{m}");

@@ -72,25 +72,10 @@ fn run(name: &str) -> Run {
 }
 
 /// The metrics file kennel left (`--metrics`), as the reference parser
-/// (`prometheus_client`) reads it, agrees with the events the QMP client saw.
+/// reads it, agrees with the events the QMP client saw.
 fn check_metrics(name: &str, path: &std::path::Path, events: &[serde_json::Value]) {
-    let parse = r#"
-import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-out = {}
-for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
-    for s in fam.samples:
-        out[s.name + ''.join('|%s=%s' % kv for kv in sorted(s.labels.items()))] = s.value
-print(json.dumps(out))
-"#;
-    let out =
-        Command::new(repo().join("target/venv/bin/python")).args(["-c", parse]).arg(path).output().unwrap();
-    assert!(
-        out.status.success(),
-        "scenario {name}: metrics unreadable: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let m: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let m = common::prometheus_samples(path)
+        .unwrap_or_else(|e| panic!("scenario {name}: metrics unreadable: {e}"));
     let got = |k: &str| m.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
     let count = |ev: &str, key: &str, val: &str| {
         events.iter().filter(|e| e["event"] == ev && (key.is_empty() || e["data"][key] == val)).count() as f64

@@ -35,19 +35,48 @@ fn the_template_unit_passes_systemd_analyze_verify() {
     assert!(about_unit.is_empty(), "verify complained: {about_unit:?}");
 }
 
-/// Reads the datagrams kennel sent until `want` is among them.
-fn wait_for(sock: &UnixDatagram, seen: &mut Vec<String>, want: &str, timeout: Duration) -> bool {
-    let end = Instant::now() + timeout;
+/// Takes in the datagrams kennel sends for `how_long`, or until `done`
+/// says enough.
+fn receive(
+    sock: &UnixDatagram,
+    seen: &mut Vec<String>,
+    how_long: Duration,
+    done: impl Fn(&[String]) -> bool,
+) {
+    let end = Instant::now() + how_long;
     let mut buf = [0u8; 4096];
-    while Instant::now() < end {
-        if seen.iter().any(|m| m.lines().any(|l| l == want || l.starts_with(want))) {
-            return true;
-        }
+    while Instant::now() < end && !done(seen) {
         if let Ok(n) = sock.recv(&mut buf) {
             seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
     }
-    seen.iter().any(|m| m.lines().any(|l| l == want || l.starts_with(want)))
+}
+
+/// Reads the datagrams kennel sent until `want` is among them.
+fn wait_for(sock: &UnixDatagram, seen: &mut Vec<String>, want: &str, timeout: Duration) -> bool {
+    let has = |seen: &[String]| seen.iter().any(|m| m.lines().any(|l| l.starts_with(want)));
+    receive(sock, seen, timeout, has);
+    has(seen)
+}
+
+/// `kennel run` of the tiny 6300ESB guest, which feeds its watchdog for as
+/// long as it runs, held at `--start-paused` with its QMP socket at `qmp`.
+fn feeding_guest_args(qmp: &std::path::Path) -> Vec<String> {
+    let kernel = test_guest("esb");
+    [
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "16",
+        "--cmdline",
+        "heartbeat=1 feeds=1000000 interval_ms=100",
+        "--qmp",
+        qmp.to_str().unwrap(),
+        "--start-paused",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 #[test]
@@ -61,19 +90,8 @@ fn sd_notify_ready_status_watchdog_and_stopping() {
     sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let qmp = scratch("notify.qmp");
     let _ = std::fs::remove_file(&qmp);
-    let kernel = test_guest("esb");
-    let args = [
-        "run",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--memory",
-        "16",
-        "--cmdline",
-        "heartbeat=1 feeds=1000000 interval_ms=100",
-        "--qmp",
-        qmp.to_str().unwrap(),
-        "--start-paused",
-    ];
+    let args = feeding_guest_args(&qmp);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // WatchdogSec=1s: kennel must ping every half second.
     let env = [("NOTIFY_SOCKET", notify.to_str().unwrap()), ("WATCHDOG_USEC", "1000000")];
     let mut k = Kennel::start_env(&args, &env);
@@ -102,13 +120,7 @@ fn sd_notify_ready_status_watchdog_and_stopping() {
     // Pings keep coming from the main loop: 10 due in 5 s, at least 4 even
     // on a slow emulated host.
     let before = seen.iter().filter(|m| m.contains("WATCHDOG=1")).count();
-    let end = Instant::now() + Duration::from_secs(5);
-    let mut buf = [0u8; 4096];
-    while Instant::now() < end {
-        if let Ok(n) = sock.recv(&mut buf) {
-            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    }
+    receive(&sock, &mut seen, Duration::from_secs(5), |_| false);
     let pings = seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() - before;
     assert!(pings >= 4, "{pings} WATCHDOG=1 in 5 s with WatchdogSec=1s: {seen:?}");
     q.execute("quit", serde_json::json!({}));
@@ -126,19 +138,8 @@ fn a_second_kennel_on_a_live_qmp_socket_is_refused() {
     }
     let qmp = scratch("twice.qmp");
     let _ = std::fs::remove_file(&qmp);
-    let kernel = test_guest("esb");
-    let args = [
-        "run",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--memory",
-        "16",
-        "--cmdline",
-        "heartbeat=1 feeds=1000000 interval_ms=100",
-        "--qmp",
-        qmp.to_str().unwrap(),
-        "--start-paused",
-    ];
+    let args = feeding_guest_args(&qmp);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut first = Kennel::start(&args);
     let mut q = QmpWatch::connect(&qmp, true);
     let ff = q.wait_event("WATCHDOG_FIRST_FEED", Some(1), Duration::from_secs(60));

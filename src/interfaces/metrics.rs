@@ -158,10 +158,6 @@ impl MetricsFile {
         }
         Ok(())
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 fn secs(t: SystemTime) -> f64 {

@@ -302,3 +302,29 @@ impl Drop for Kennel {
         let _ = self.child.wait();
     }
 }
+
+/// A metrics file (`--metrics`) as the reference Prometheus parser
+/// (`prometheus_client`, in the venv scripts/setup makes) reads it: one key
+/// per sample, `NAME|label=value|...` (labels sorted) to its value, and
+/// `type:FAMILY` to the family's type. Err: what the parser said.
+pub fn prometheus_samples(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for s in fam.samples:
+        out[s.name + ''.join('|%s=%s' % kv for kv in sorted(s.labels.items()))] = s.value
+    out['type:' + fam.name] = fam.type
+print(json.dumps(out))
+"#;
+    let out = Command::new(repo().join("target/venv/bin/python"))
+        .args(["-c", PARSE])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("cannot run the venv's python: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("parser output is not JSON: {e}"))
+}

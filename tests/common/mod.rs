@@ -185,6 +185,8 @@ pub struct Kennel {
     lines: Receiver<(bool, String)>,
     pub stdout: Vec<String>,
     pub stderr: Vec<String>,
+    /// Its threads when `wait_exit` gave up on it.
+    stuck: Option<String>,
 }
 
 impl Kennel {
@@ -215,7 +217,7 @@ impl Kennel {
                 }
             });
         }
-        Kennel { child, lines: rx, stdout: Vec::new(), stderr: Vec::new() }
+        Kennel { child, lines: rx, stdout: Vec::new(), stderr: Vec::new(), stuck: None }
     }
 
     fn take(&mut self, (is_err, line): (bool, String)) -> String {
@@ -254,6 +256,9 @@ impl Kennel {
                 return Some(st);
             }
             if Instant::now() > end {
+                // Where it was stuck, for the assertion message: on a
+                // nested host a stall inside the host kernel shows only here.
+                self.stuck = Some(threads_report(self.child.id()));
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 self.drain();
@@ -292,8 +297,41 @@ impl Kennel {
     /// included), for assertion messages.
     pub fn transcript(&mut self) -> String {
         self.collect();
-        format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout.join("\n"), self.stderr.join("\n"))
+        let mut t =
+            format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout.join("\n"), self.stderr.join("\n"));
+        if let Some(stuck) = &self.stuck {
+            t.push_str("\n--- its threads when it did not exit in time ---\n");
+            t.push_str(stuck);
+        }
+        t
     }
+}
+
+/// Each thread of `pid`: name, state, wait channel and kernel stack (the
+/// stack needs root; without it the line says so).
+pub fn threads_report(pid: u32) -> String {
+    let mut out = String::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("(no /proc/{pid}/task)\n");
+    };
+    for task in tasks.flatten() {
+        let p = task.path();
+        let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+        let stat = read("stat");
+        let state =
+            stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("?").to_string();
+        out.push_str(&format!(
+            "{} {} state={state} wchan={}\n",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            read("wchan")
+        ));
+        match std::fs::read_to_string(p.join("stack")) {
+            Ok(stack) => stack.lines().take(16).for_each(|l| out.push_str(&format!("    {l}\n"))),
+            Err(e) => out.push_str(&format!("    (kernel stack: {e})\n")),
+        }
+    }
+    out
 }
 
 impl Drop for Kennel {

@@ -26,9 +26,12 @@ pub(crate) enum Frame {
     TooLong,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Framer {
     buf: Vec<u8>,
+    /// The longest message kept: `MAX_MESSAGE`, or less where a fuzz
+    /// target wants the same logic reached with fewer bytes.
+    limit: usize,
     /// Open brackets of the current message; 0 between messages.
     depth: usize,
     in_string: bool,
@@ -39,9 +42,27 @@ pub(crate) struct Framer {
     discarding: bool,
 }
 
+impl Default for Framer {
+    fn default() -> Self {
+        Self::with_limit(MAX_MESSAGE)
+    }
+}
+
 impl Framer {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            limit,
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            garbage: false,
+            discarding: false,
+        }
     }
 
     /// Bytes held for an unfinished message.
@@ -104,7 +125,7 @@ impl Framer {
             let ended = !self.garbage && self.depth == 0;
             // The limit is checked before a message ends, too: its closing
             // bracket may be the byte that takes it over.
-            if self.buf.len() > MAX_MESSAGE {
+            if self.buf.len() > self.limit {
                 out.push(Frame::TooLong);
                 self.reset();
                 // Resynchronise at the next newline, unless this byte was it
@@ -206,6 +227,16 @@ mod tests {
         ok.push(b']');
         f.push(&ok, &mut out);
         assert_eq!(out, [Frame::Message(ok)]);
+    }
+
+    /// The fuzz target frames with a small limit; it must be the same rule.
+    #[test]
+    fn a_smaller_limit_applies_the_same_rule() {
+        let mut f = Framer::with_limit(8);
+        let mut out = Vec::new();
+        f.push(b"[1,2,3,4]{\"a\":1234}\n[1,2,3]", &mut out);
+        assert_eq!(out, [Frame::TooLong, Frame::TooLong, msg("[1,2,3]")]);
+        assert_eq!(Framer::new().limit, MAX_MESSAGE);
     }
 
     #[test]

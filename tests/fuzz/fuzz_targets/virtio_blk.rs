@@ -19,6 +19,7 @@
 #![no_main]
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use arbitrary::Arbitrary;
@@ -160,16 +161,43 @@ fn total(c: &BlkCounters) -> u64 {
     c.reads + c.writes + c.flushes + c.get_ids + c.errors + c.unsupported + c.dropped
 }
 
+/// What every input starts from, made once: creating a temp file, writing
+/// the disk and mapping guest memory per input cost more than the device
+/// work (~750 executions a second). Each input restores both instead.
+struct Fixture {
+    disk: TempFile,
+    rw: std::fs::File,
+    ro: std::fs::File,
+    content: Vec<u8>,
+    mem: Arc<GuestMemoryMmap>,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+    F.get_or_init(|| {
+        let disk = TempFile::new().unwrap();
+        let content: Vec<u8> = (0..DISK).map(|i| (i * 7 + i / 512) as u8).collect();
+        std::fs::write(disk.as_path(), &content).unwrap();
+        let rw = OpenOptions::new().read(true).write(true).open(disk.as_path()).unwrap();
+        let ro = OpenOptions::new().read(true).open(disk.as_path()).unwrap();
+        let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap());
+        Fixture { disk, rw, ro, content, mem }
+    })
+}
+
 fuzz_target!(|inp: Input| {
-    let disk = TempFile::new().unwrap();
-    let content: Vec<u8> = (0..DISK).map(|i| (i * 7 + i / 512) as u8).collect();
-    std::fs::write(disk.as_path(), &content).unwrap();
-    let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap());
+    let fx = fixture();
+    fx.rw.write_all_at(&fx.content, 0).unwrap();
+    fx.rw.set_len(DISK).unwrap();
+    let disk = &fx.disk;
+    let content = &fx.content;
+    let mem = fx.mem.clone();
     let n = inp.memory.len().min(MEM);
     mem.write_slice(&inp.memory[..n], GuestAddress(0)).unwrap();
+    mem.write_slice(&[0u8; MEM][n..], GuestAddress(n as u64)).unwrap();
     // A system reset is what the VMM does: a new device on the same disk.
     let new_dev = || {
-        let file = OpenOptions::new().read(true).write(!inp.readonly).open(disk.as_path()).unwrap();
+        let file = if inp.readonly { &fx.ro } else { &fx.rw }.try_clone().unwrap();
         VirtioBlk::new(BlkParams {
             disk: file,
             readonly: inp.readonly,
@@ -267,6 +295,6 @@ fuzz_target!(|inp: Input| {
         assert_eq!(meta.len(), DISK, "the disk changed size");
     }
     if inp.readonly {
-        assert!(std::fs::read(disk.as_path()).unwrap() == content, "a read-only disk was written");
+        assert!(&std::fs::read(disk.as_path()).unwrap() == content, "a read-only disk was written");
     }
 });

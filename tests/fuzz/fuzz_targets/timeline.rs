@@ -34,18 +34,10 @@ fn well_formed_svg(svg: &str) {
                 if depth == 0 {
                     root = Some(e.name().as_ref().to_vec());
                 }
-                for a in e.attributes() {
-                    let a = a.unwrap_or_else(|err| panic!("bad attribute: {err}"));
-                    a.unescape_value().unwrap_or_else(|err| panic!("bad attribute value: {err}"));
-                }
+                attributes_escaped(&e);
                 depth += 1;
             }
-            Ok(Event::Empty(e)) => {
-                for a in e.attributes() {
-                    let a = a.unwrap_or_else(|err| panic!("bad attribute: {err}"));
-                    a.unescape_value().unwrap_or_else(|err| panic!("bad attribute value: {err}"));
-                }
-            }
+            Ok(Event::Empty(e)) => attributes_escaped(&e),
             Ok(Event::End(_)) => depth -= 1,
             Ok(Event::Text(t)) => {
                 t.decode().unwrap_or_else(|err| panic!("bad text: {err}"));
@@ -62,6 +54,13 @@ fn well_formed_svg(svg: &str) {
     }
     assert_eq!(depth, 0, "unclosed elements");
     assert_eq!(root.as_deref(), Some(&b"svg"[..]), "root element");
+}
+
+fn attributes_escaped(e: &quick_xml::events::BytesStart<'_>) {
+    for a in e.attributes() {
+        let a = a.unwrap_or_else(|err| panic!("bad attribute: {err}"));
+        a.unescape_value().unwrap_or_else(|err| panic!("bad attribute value: {err}"));
+    }
 }
 
 #[derive(Arbitrary, Debug)]

@@ -68,9 +68,21 @@ pub struct RunArgs {
     pub no_pvm_quirks: bool,
 
     /// What happens when the watchdog's second stage runs out (QEMU's set):
-    /// reset, shutdown, poweroff, pause, none, debug, inject-nmi.
+    /// reset, shutdown (press the ACPI power button), poweroff, pause, none,
+    /// debug, inject-nmi.
     #[arg(long, value_name = "ACTION", default_value = "reset")]
     pub watchdog_action: WatchdogAction,
+
+    /// After the watchdog's `shutdown` action pressed the power button, how
+    /// long the guest has to power off before kennel powers it off itself
+    /// (decimals allowed).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, default_value = "30")]
+    pub shutdown_grace: Duration,
+
+    /// Give the guest no ACPI tables or registers (no power button, no ACPI
+    /// power-off or reset); it finds its CPUs and interrupts in the MP table.
+    #[arg(long)]
+    pub no_acpi: bool,
 
     /// Report BOOT_DEADLINE_MISSED when a boot cycle has not fed its
     /// watchdog this many seconds after it started (decimals allowed).
@@ -134,4 +146,6 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
+/// Without `reboot=`, Linux reboots through the ACPI reset register when
+/// the tables offer it and through the keyboard controller otherwise.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=1";

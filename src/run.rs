@@ -105,6 +105,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
         mem_bytes: args.memory << 20,
         vcpus: args.vcpus,
         pvm,
+        acpi: !args.no_acpi,
         vcpu_seccomp: match args.no_seccomp {
             false => Some(seccomp::program(ThreadKind::Vcpu, Allowances::default())?),
             true => None,
@@ -127,6 +128,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
             deadline_action: args.boot_deadline_action,
         },
         start_paused: args.start_paused,
+        shutdown_grace: args.shutdown_grace,
     };
     let controller = Arc::new(Mutex::new(Controller::new(kvm, cfg, hub, signals)?));
     let mut em: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =

@@ -8,6 +8,7 @@
 //!
 //! | module | what |
 //! | --- | --- |
+//! | [`acpi`] | hardware-reduced ACPI: sleep control/status, reset register, GED with the power button |
 //! | [`bus`] | flat port-I/O and MMIO buses of non-overlapping ranges |
 //! | [`clock`] | the `Clock` trait; a virtual clock for tests, a pausable one for the VMM |
 //! | [`irq`] | level (`InterruptLine`) and edge (`EdgeInterrupt`) interrupt outputs |
@@ -18,6 +19,7 @@
 //! | [`virtio_blk`] | virtio-blk on the modern PCI transport, INTx, with a fault-injection hook |
 //! | [`log_limit`] | rate limiting for log lines a guest can provoke |
 
+pub mod acpi;
 pub mod bus;
 pub mod clock;
 pub mod i6300esb;

@@ -74,6 +74,7 @@ impl Counts {
             EventName::FaultInjected => bump(&mut self.faults, fault_kind(e)),
             EventName::WatchdogArmed
             | EventName::WatchdogDisarmed
+            | EventName::Powerdown
             | EventName::Shutdown
             | EventName::Stop
             | EventName::Resume => {}

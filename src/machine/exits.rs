@@ -16,6 +16,8 @@ pub enum ResetSource {
     SystemEvent,
     /// The guest pulsed the reset line through the keyboard controller.
     Keyboard,
+    /// The guest wrote the ACPI reset register.
+    Acpi,
 }
 
 /// A vCPU exit, stripped of kvm-ioctls' types.

@@ -5,7 +5,8 @@
 //! 0x0000_0500  GDT                      0x0000_9000  PML4 / PDPT / PD (1 GiB identity map)
 //! 0x0000_6000  PVH hvm_start_info       0x0002_0000  kernel command line
 //! 0x0000_7000  zero page (boot_params)  0x0009_fc00  MP table (EBDA, scanned by Linux)
-//! 0x0000_8ff0  boot stack               0x0010_0000  high memory (kernel, initrd at the top)
+//! 0x0000_8ff0  boot stack               0x000e_0000  ACPI: RSDP, then DSDT, FADT, MADT, XSDT
+//!                                       0x0010_0000  high memory (kernel, initrd at the top)
 //! 0xc000_0000 .. 0xfec0_0000  32-bit MMIO hole: PCI BARs (RAM above it moves past 4 GiB)
 //! 0xfec0_0000  IOAPIC                   0xfee0_0000  local APIC
 //! ```
@@ -15,6 +16,7 @@
 //! | i8042 (reset line only) | ports 0x60-0x64 | - |
 //! | COM1 8250 UART | ports 0x3f8-0x3ff | IRQ 4 (irqfd) |
 //! | PCI config mechanism #1 | ports 0xcf8-0xcff | - |
+//! | ACPI sleep control, sleep status, reset, GED event (not with --no-acpi) | ports 0x600-0x603 | GED: GSI 18, edge (irqfd) |
 //! | 00:00.0 host bridge | PCI | - |
 //! | 00:04.0 Intel 6300ESB | PCI, BAR0 at 0xc000_0000 (16 bytes, fixed) | INTA -> GSI 16 |
 //! | 00:05.0 virtio-blk (with --rootfs) | PCI, BAR0 at 0xc000_4000 (16 KiB, fixed) | INTA -> GSI 17 |
@@ -34,6 +36,10 @@ pub const CMDLINE_MAX: usize = 2048;
 pub const EBDA_START: u64 = 0x9fc00;
 pub const MPTABLE_ADDR: u64 = EBDA_START;
 pub const MPTABLE_MAX: u64 = 0x400;
+/// The RSDP, on a 16-byte boundary in the BIOS area Linux scans for it;
+/// the other tables follow it, up to `ACPI_MAX` bytes in all.
+pub const RSDP_ADDR: u64 = 0xe_0000;
+pub const ACPI_MAX: u64 = 0x1_0000;
 pub const HIMEM_START: u64 = 0x10_0000;
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 pub const PCI_MMIO_END: u64 = 0xfec0_0000;
@@ -48,6 +54,11 @@ pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
 pub const SERIAL_PORT: u64 = 0x3f8;
 pub const SERIAL_PORT_LEN: u64 = 8;
 pub const SERIAL_IRQ: u32 = 4;
+/// The hardware-reduced ACPI registers (`kennel_devices::acpi`).
+pub const ACPI_PORT: u64 = 0x600;
+/// The Generic Event Device's interrupt: above the ISA range, apart from
+/// the PCI INTx GSIs.
+pub const GED_GSI: u32 = 18;
 /// The i8042's data and command ports (0x60-0x64), for its reset line.
 pub const I8042_PORT: u64 = 0x60;
 pub const I8042_PORT_LEN: u64 = 5;
@@ -79,6 +90,9 @@ const _: () = assert!(BLK.bar0 % BLK_BAR0_SIZE == 0 && (BLK.bar0 + BLK_BAR0_SIZE
 const _: () = assert!(ESB.bar0 + ESB_BAR0_SIZE <= BLK.bar0);
 const _: () = assert!(ESB.slot != BLK.slot && ESB.slot != HOST_BRIDGE_SLOT && BLK.slot != HOST_BRIDGE_SLOT);
 const _: () = assert!(ESB.gsi >= 16 && BLK.gsi >= 16 && ESB.gsi != BLK.gsi);
+const _: () = assert!(GED_GSI >= 16 && GED_GSI < 24 && GED_GSI != ESB.gsi as u32 && GED_GSI != BLK.gsi as u32);
+// The ACPI tables stay in the reserved part of the memory map, below 1 MiB.
+const _: () = assert!(RSDP_ADDR >= EBDA_START + 0x400 && RSDP_ADDR + ACPI_MAX <= HIMEM_START && RSDP_ADDR % 16 == 0);
 
 // The boot stack grows down from between the zero page and the page tables.
 const _: () = assert!(BOOT_STACK < PML4_ADDR && BOOT_STACK > ZERO_PAGE_ADDR + 0x1000);
@@ -160,6 +174,7 @@ mod tests {
             (PD_ADDR, 0x1000),
             (CMDLINE_ADDR, CMDLINE_MAX as u64),
             (MPTABLE_ADDR, MPTABLE_MAX),
+            (RSDP_ADDR, ACPI_MAX),
         ];
         v.sort();
         for w in v.windows(2) {

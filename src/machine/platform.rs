@@ -5,6 +5,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use kennel_devices::acpi::{AcpiPlatform, PowerRequests};
 use kennel_devices::bus::Bus;
 use kennel_devices::clock::Clock;
 use kennel_devices::i6300esb::{EsbParams, I6300Esb, WatchdogFact, WatchdogObserver};
@@ -61,12 +62,16 @@ pub struct PlatformParams {
     /// Distinguishes facts of this VM from a previous one's in the queue.
     pub generation: u64,
     pub disk: Option<DiskParams>,
+    /// Attach the ACPI registers (the tables are written with them).
+    pub acpi: bool,
 }
 
 pub struct Platform {
     pub buses: Arc<Buses>,
     pub serial: Arc<Mutex<Serial>>,
     pub esb: Arc<Mutex<I6300Esb>>,
+    /// The ACPI registers and power button; `None` with --no-acpi.
+    pub acpi: Option<Arc<Mutex<AcpiPlatform>>>,
     pub intx: Vec<PciIntx>,
     pub requests: RequestSender,
     pub generation: u64,
@@ -100,6 +105,20 @@ impl ResetRequest for ResetToMainLoop {
     fn request_reset(&self) {
         self.requests
             .send(VmRequest::GuestReset { source: ResetSource::Keyboard, generation: self.generation });
+    }
+}
+
+/// S5 and the ACPI reset register, to the main loop.
+struct PowerToMainLoop {
+    requests: RequestSender,
+    generation: u64,
+}
+impl PowerRequests for PowerToMainLoop {
+    fn power_off(&self) {
+        self.requests.send(VmRequest::GuestPowerOff { generation: self.generation });
+    }
+    fn reset(&self) {
+        self.requests.send(VmRequest::GuestReset { source: ResetSource::Acpi, generation: self.generation });
     }
 }
 
@@ -164,6 +183,20 @@ pub fn build(
     }))));
     buses.pio.insert(i8042, layout::I8042_PORT, layout::I8042_PORT_LEN)?;
 
+    let acpi = match p.acpi {
+        true => {
+            let irq = EventFd::new(libc::EFD_NONBLOCK)
+                .map_err(|source| PlatformError::Irq { what: "GED eventfd", source })?;
+            vm.register_irqfd(&irq, layout::GED_GSI)
+                .map_err(|e| PlatformError::Irq { what: "GED irqfd", source: e.into() })?;
+            let requests = Arc::new(PowerToMainLoop { requests: p.requests.clone(), generation: p.generation });
+            let dev = Arc::new(Mutex::new(AcpiPlatform::new(requests, Arc::new(IrqFd(irq)))));
+            buses.pio.insert(dev.clone(), layout::ACPI_PORT, kennel_devices::acpi::LEN)?;
+            Some(dev)
+        }
+        false => None,
+    };
+
     let esb = Arc::new(Mutex::new(I6300Esb::new(EsbParams {
         bar0_addr: layout::ESB.bar0,
         irq_line: layout::ESB.gsi,
@@ -194,5 +227,5 @@ pub fn build(
     let intx = pci.intx;
     buses.pio.insert(Arc::new(Mutex::new(PciConfigIo::new(pci.bus))), CONFIG_IO_BASE, CONFIG_IO_LEN)?;
 
-    Ok(Platform { buses: Arc::new(buses), serial, esb, intx, requests: p.requests, generation: p.generation })
+    Ok(Platform { buses: Arc::new(buses), serial, esb, acpi, intx, requests: p.requests, generation: p.generation })
 }

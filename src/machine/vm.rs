@@ -14,7 +14,7 @@ use linux_loader::loader::{load_cmdline, Cmdline};
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::machine::boot::loader::{self, EntryProtocol, LoadedKernel};
-use crate::machine::boot::{mptable, params, regs};
+use crate::machine::boot::{acpi, mptable, params, regs};
 use crate::machine::cpuid::{self, CpuidOptions};
 use crate::machine::layout;
 use crate::machine::platform::{self, Platform, PlatformParams};
@@ -44,6 +44,8 @@ pub enum VmError {
     #[error(transparent)]
     MpTable(#[from] mptable::MpTableError),
     #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
+    #[error(transparent)]
     Regs(#[from] regs::RegsError),
     #[error(transparent)]
     Platform(#[from] platform::PlatformError),
@@ -71,6 +73,8 @@ pub struct VmConfig {
     pub mem_bytes: u64,
     pub vcpus: u8,
     pub pvm: bool,
+    /// ACPI tables and registers (off with --no-acpi).
+    pub acpi: bool,
     /// The filter each vCPU thread installs first; None with --no-seccomp.
     pub vcpu_seccomp: Option<crate::host::seccomp::Program>,
 }
@@ -133,15 +137,26 @@ impl Vm {
                     cmdline_len: cfg.cmdline.len() + 1,
                     setup_header: kernel.setup_header,
                     initrd: initrd.as_ref(),
+                    rsdp: cfg.acpi.then_some(layout::RSDP_ADDR),
                 })?;
                 params::write_zero_page(&mem, &zp)?;
             }
-            EntryProtocol::Pvh => params::write_pvh_info(&mem, cfg.mem_bytes, initrd.as_ref())?,
+            EntryProtocol::Pvh => params::write_pvh_info(
+                &mem,
+                cfg.mem_bytes,
+                initrd.as_ref(),
+                cfg.acpi.then_some(layout::RSDP_ADDR),
+            )?,
         }
         regs::write_tables(&mem, kernel.protocol)?;
 
         let platform = platform::build(&fd, &mem, pp)?;
+        // The MP table is always there, for kernels without ACPI or booted
+        // with acpi=off; a kernel that finds the RSDP uses the ACPI tables.
         mptable::write(&mem, cfg.vcpus, &platform.intx)?;
+        if cfg.acpi {
+            acpi::write(&mem, &acpi::AcpiInput { cpus: cfg.vcpus, pci: &platform.intx })?;
+        }
 
         let supported =
             kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map_err(setup("supported CPUID"))?;

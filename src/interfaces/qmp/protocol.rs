@@ -52,6 +52,8 @@ pub enum QmpCommand {
         action: WatchdogAction,
     },
     SystemReset,
+    /// Press the ACPI power button (the guest decides what to do).
+    SystemPowerdown,
     Stop,
     Cont,
     /// Reply, then stop the VMM.
@@ -59,7 +61,7 @@ pub enum QmpCommand {
 }
 
 /// Every command the server knows, in `query-commands` order.
-pub const COMMANDS: [&str; 10] = [
+pub const COMMANDS: [&str; 11] = [
     "qmp_capabilities",
     "query-commands",
     "query-version",
@@ -67,6 +69,7 @@ pub const COMMANDS: [&str; 10] = [
     "query-watchdog",
     "watchdog-set-action",
     "system_reset",
+    "system_powerdown",
     "stop",
     "cont",
     "quit",
@@ -153,6 +156,7 @@ pub(crate) fn parse_request(env: Envelope) -> Result<Request, QmpError> {
             Request::Vm(QmpCommand::WatchdogSetAction { action })
         }
         "system_reset" => Request::Vm(QmpCommand::SystemReset),
+        "system_powerdown" => Request::Vm(QmpCommand::SystemPowerdown),
         "stop" => Request::Vm(QmpCommand::Stop),
         "cont" => Request::Vm(QmpCommand::Cont),
         "quit" => Request::Vm(QmpCommand::Quit),
@@ -254,6 +258,7 @@ mod tests {
                 Request::Vm(QmpCommand::WatchdogSetAction { action: WatchdogAction::InjectNmi }),
             ),
             (r#"{"execute":"system_reset"}"#, Request::Vm(QmpCommand::SystemReset)),
+            (r#"{"execute":"system_powerdown"}"#, Request::Vm(QmpCommand::SystemPowerdown)),
             (r#"{"execute":"stop"}"#, Request::Vm(QmpCommand::Stop)),
             (r#"{"execute":"cont"}"#, Request::Vm(QmpCommand::Cont)),
             (r#"{"execute":"quit"}"#, Request::Vm(QmpCommand::Quit)),

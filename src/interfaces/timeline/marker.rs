@@ -12,6 +12,7 @@ pub(super) enum Kind {
     Expired,
     DeadlineMissed,
     Reset,
+    Powerdown,
     Shutdown,
     Fault,
     Stop,
@@ -21,7 +22,7 @@ pub(super) enum Kind {
 }
 
 /// Legend order: the watchdog story first, then the rest.
-pub(super) const LEGEND: [Kind; 13] = [
+pub(super) const LEGEND: [Kind; 14] = [
     Kind::Boot,
     Kind::Armed,
     Kind::FirstFeed,
@@ -29,6 +30,7 @@ pub(super) const LEGEND: [Kind; 13] = [
     Kind::Expired,
     Kind::DeadlineMissed,
     Kind::Reset,
+    Kind::Powerdown,
     Kind::Shutdown,
     Kind::Fault,
     Kind::Stop,
@@ -54,6 +56,7 @@ impl Kind {
             Some(EventName::Watchdog) => Kind::Expired,
             Some(EventName::BootDeadlineMissed) => Kind::DeadlineMissed,
             Some(EventName::Reset) => Kind::Reset,
+            Some(EventName::Powerdown) => Kind::Powerdown,
             Some(EventName::Shutdown) => Kind::Shutdown,
             Some(EventName::FaultInjected) => Kind::Fault,
             Some(EventName::Stop) => Kind::Stop,
@@ -73,6 +76,7 @@ impl Kind {
             Kind::Expired => "watchdog-expired",
             Kind::DeadlineMissed => "deadline-missed",
             Kind::Reset => "reset",
+            Kind::Powerdown => "powerdown",
             Kind::Shutdown => "shutdown",
             Kind::Fault => "fault",
             Kind::Stop => "stop",
@@ -91,6 +95,7 @@ impl Kind {
             Kind::Expired => "watchdog expired",
             Kind::DeadlineMissed => "boot deadline missed",
             Kind::Reset => "reset",
+            Kind::Powerdown => "power button pressed",
             Kind::Shutdown => "shutdown",
             Kind::Fault => "fault injected",
             Kind::Stop => "stop (vCPUs paused)",
@@ -105,7 +110,7 @@ impl Kind {
     pub(super) fn layer(self) -> u8 {
         match self {
             Kind::Reset | Kind::Shutdown => 0,
-            Kind::Other | Kind::Stop | Kind::Resume | Kind::Disarmed | Kind::Boot => 1,
+            Kind::Other | Kind::Stop | Kind::Resume | Kind::Disarmed | Kind::Boot | Kind::Powerdown => 1,
             Kind::Fault | Kind::Armed | Kind::Pretimeout => 2,
             Kind::DeadlineMissed | Kind::Expired => 3,
             Kind::FirstFeed => 4,
@@ -137,6 +142,8 @@ impl Kind {
             ),
             Kind::Reset => r##"<rect x="-2" y="-13" width="4" height="26" fill="#333"/>"##.into(),
             Kind::Shutdown => r##"<rect x="-6" y="-6" width="12" height="12" fill="#111"/>"##.into(),
+            // A power symbol: a broken ring with a bar.
+            Kind::Powerdown => r##"<path d="M-4.5,-4.5 A6.5,6.5 0 1 0 4.5,-4.5 M0,-8 L0,0" fill="none" stroke="#111" stroke-width="2.2" stroke-linecap="round"/>"##.into(),
             Kind::Fault => {
                 format!(r##"<path d="M2,-9 L-5,1 L-0.5,1 L-2,9 L5,-1 L0.5,-1 Z" fill="{PURPLE}"/>"##)
             }

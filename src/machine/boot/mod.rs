@@ -1,6 +1,7 @@
 //! Preparing guest memory and vCPU state for the first instruction.
 //! The step-by-step sequence is in README.md ("Boot sequence").
 
+pub mod acpi;
 pub mod cmdline;
 pub mod loader;
 pub mod mptable;

@@ -31,6 +31,8 @@ pub struct ZeroPageInput<'a> {
     pub cmdline_len: usize,
     pub setup_header: Option<setup_header>,
     pub initrd: Option<&'a LoadedInitrd>,
+    /// Where the ACPI RSDP is (boot protocol 2.14's `acpi_rsdp_addr`).
+    pub rsdp: Option<u64>,
 }
 
 /// Builds the zero page (`boot_params`) as a bootloader would.
@@ -59,6 +61,7 @@ pub fn build_zero_page(input: &ZeroPageInput<'_>) -> Result<boot_params, ParamsE
         p.e820_table[i] = boot_e820_entry { addr: *addr, size: *size, r#type: *kind as u32 };
     }
     p.e820_entries = map.len() as u8;
+    p.acpi_rsdp_addr = input.rsdp.unwrap_or(0);
     Ok(p)
 }
 
@@ -72,6 +75,7 @@ pub fn write_pvh_info(
     mem: &GuestMemoryMmap,
     mem_bytes: u64,
     initrd: Option<&LoadedInitrd>,
+    rsdp: Option<u64>,
 ) -> Result<(), ParamsError> {
     let memmap: Vec<hvm_memmap_table_entry> = layout::e820_map(mem_bytes)
         .into_iter()
@@ -88,6 +92,7 @@ pub fn write_pvh_info(
         cmdline_paddr: layout::CMDLINE_ADDR,
         memmap_paddr: layout::PVH_MEMMAP_ADDR,
         memmap_entries: memmap.len() as u32,
+        rsdp_paddr: rsdp.unwrap_or(0),
         ..Default::default()
     };
     let modules_addr = layout::PVH_MEMMAP_ADDR + (memmap.len() * 24) as u64;
@@ -117,8 +122,10 @@ mod tests {
             cmdline_len: 42,
             setup_header: None,
             initrd: Some(&rd),
+            rsdp: Some(layout::RSDP_ADDR),
         })
         .unwrap();
+        assert_eq!({ p.acpi_rsdp_addr }, layout::RSDP_ADDR);
         assert_eq!({ p.hdr.boot_flag }, 0xaa55);
         assert_eq!({ p.hdr.header }, 0x5372_6448);
         assert_eq!({ p.hdr.cmd_line_ptr }, layout::CMDLINE_ADDR as u32);
@@ -132,9 +139,10 @@ mod tests {
     #[test]
     fn pvh_info_is_written_with_magic_and_memmap() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
-        write_pvh_info(&mem, 16 << 20, None).unwrap();
+        write_pvh_info(&mem, 16 << 20, None, Some(layout::RSDP_ADDR)).unwrap();
         let info: hvm_start_info = mem.read_obj(GuestAddress(layout::PVH_INFO_ADDR)).unwrap();
         assert_eq!(info.magic, XEN_HVM_START_MAGIC);
+        assert_eq!(info.rsdp_paddr, layout::RSDP_ADDR);
         assert_eq!(info.memmap_entries, 3);
         let e: hvm_memmap_table_entry = mem.read_obj(GuestAddress(layout::PVH_MEMMAP_ADDR + 48)).unwrap();
         assert_eq!((e.addr, e.type_), (0x10_0000, 1));

@@ -16,13 +16,14 @@ use crate::machine::vm::{StoppedVm, Vm};
 use crate::supervision::events::EventName;
 use crate::supervision::faults::disk_hook::CycleDiskFaults;
 use crate::supervision::faults::{BootFault, HangFault};
-use crate::supervision::lifecycle::{Action, Cause, Input, RunState};
+use crate::supervision::lifecycle::{Action, Cause, Input, PowerOff, RunState};
 
 pub(super) fn reset_source_name(s: ResetSource) -> &'static str {
     match s {
         ResetSource::TripleFault => "triple fault",
         ResetSource::SystemEvent => "KVM reset event",
         ResetSource::Keyboard => "keyboard controller reset line",
+        ResetSource::Acpi => "ACPI reset register",
     }
 }
 
@@ -31,6 +32,7 @@ impl Controller {
         match a {
             Action::ResetVm { cause } => self.reset(cause),
             Action::Poweroff { cause } => self.poweroff(cause),
+            Action::PowerButton { cause } => self.power_button(cause),
             Action::Pause { cause } => self.pause(cause),
             Action::InjectNmi => {
                 if let Some(vm) = &self.vm {
@@ -81,7 +83,10 @@ impl Controller {
             esb_timeout_flag,
             generation: self.generation,
             disk,
+            acpi: vm_cfg.acpi,
         };
+        // A press was for the VM that is going away.
+        self.cancel_powerdown();
         let now = self.clock.now();
         self.hang = HangFault::for_cycle(&self.cfg.faults, cycle, now);
         super::arm(&mut self.hang_timer, self.hang.due(), now);
@@ -147,7 +152,7 @@ impl Controller {
         let flag = self.stop_vm();
         if self.cfg.no_reboot {
             log::info!("reset ({cause}) with --no-reboot: exiting");
-            self.input(Input::Shutdown { cause });
+            self.input(Input::Shutdown { cause, by: PowerOff::Vmm });
             self.exit = Some(exit_code::CLEAN);
             return;
         }
@@ -159,12 +164,19 @@ impl Controller {
         }
     }
 
+    /// Powers the VM off now.
     pub(super) fn poweroff(&mut self, cause: Cause) {
+        self.powered_off(cause, PowerOff::Vmm);
+    }
+
+    /// The VM is off (or is to be, now): stop it, report who did it.
+    pub(super) fn powered_off(&mut self, cause: Cause, by: PowerOff) {
         if self.exit.is_some() {
             return;
         }
         self.stop_vm();
-        self.input(Input::Shutdown { cause });
+        self.cancel_powerdown();
+        self.input(Input::Shutdown { cause, by });
         self.exit = Some(match cause {
             Cause::Watchdog | Cause::BootDeadline => exit_code::WATCHDOG_POWEROFF,
             _ => exit_code::CLEAN,
@@ -177,7 +189,7 @@ impl Controller {
             return;
         }
         self.stop_vm();
-        self.input(Input::Shutdown { cause: Cause::Error });
+        self.input(Input::Shutdown { cause: Cause::Error, by: PowerOff::Vmm });
         self.exit = Some(code);
     }
 

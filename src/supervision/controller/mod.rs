@@ -8,6 +8,7 @@
 //! lifecycle has no part in, goes to the hub directly (`Controller::emit`).
 
 mod actions;
+mod power;
 mod qmp_control;
 mod reporting;
 
@@ -56,6 +57,9 @@ pub struct ControllerConfig {
     /// Build nothing until a QMP `cont` (as QEMU's -S), so a monitor can
     /// connect before the first BOOT.
     pub start_paused: bool,
+    /// `--shutdown-grace`: how long a guest has to power off after the
+    /// watchdog's `shutdown` action pressed its power button.
+    pub shutdown_grace: Duration,
 }
 
 pub struct Controller {
@@ -92,6 +96,13 @@ pub struct Controller {
     notifier: Option<crate::interfaces::systemd::Notifier>,
     /// Rewrites the metrics file and feeds the service manager's watchdog.
     housekeeping: TimerFd,
+    /// The power button was pressed for this VM, and why: the guest's
+    /// power-off is then reported with that cause.
+    powerdown: Option<Cause>,
+    /// When (pausable clock) a guest that has not powered off after the
+    /// watchdog pressed its button is powered off by force.
+    grace_deadline: Option<Duration>,
+    grace_timer: TimerFd,
 }
 
 const TOKEN_REQUESTS: u32 = 1;
@@ -101,6 +112,7 @@ const TOKEN_STDIN: u32 = 4;
 const TOKEN_SIGNAL: u32 = 5;
 const TOKEN_HANG: u32 = 6;
 const TOKEN_HOUSEKEEPING: u32 = 7;
+const TOKEN_GRACE: u32 = 8;
 
 fn timer() -> Result<TimerFd, ControllerError> {
     TimerFd::new().map_err(|e| ControllerError::Timer(e.into()))
@@ -139,6 +151,9 @@ impl Controller {
             feeds_before: 0,
             notifier: None,
             housekeeping: timer()?,
+            powerdown: None,
+            grace_deadline: None,
+            grace_timer: timer()?,
         })
     }
 
@@ -193,7 +208,7 @@ impl Controller {
                 log::info!("the guest reset itself ({})", actions::reset_source_name(source));
                 self.reset(Cause::Guest);
             }
-            VmRequest::GuestPowerOff { .. } => self.poweroff(Cause::Guest),
+            VmRequest::GuestPowerOff { .. } => self.guest_powered_off(),
             VmRequest::Fatal { vcpu, error, .. } => {
                 log::error!("vCPU {vcpu}: {error}");
                 self.fail(exit_code::VM_FAILED);
@@ -285,6 +300,10 @@ impl MutEventSubscriber for Controller {
                 let _ = self.housekeeping.wait();
                 self.housekeeping();
             }
+            TOKEN_GRACE => {
+                let _ = self.grace_timer.wait();
+                self.grace_timer_fired();
+            }
             TOKEN_SIGNAL => {
                 if let Some(sig) = self.signals.read() {
                     log::info!("signal {sig}: stopping the VM");
@@ -307,6 +326,7 @@ impl MutEventSubscriber for Controller {
             (self.signals.as_raw_fd(), TOKEN_SIGNAL),
             (self.hang_timer.as_raw_fd(), TOKEN_HANG),
             (self.housekeeping.as_raw_fd(), TOKEN_HOUSEKEEPING),
+            (self.grace_timer.as_raw_fd(), TOKEN_GRACE),
         ];
         for (fd, token) in reg {
             if let Err(e) = ops.add(Events::with_data_raw(fd, token, EventSet::IN)) {

@@ -38,6 +38,10 @@ impl Controller {
                 self.reset(Cause::Qmp);
                 Ok(json!({}))
             }
+            QmpCommand::SystemPowerdown => match self.press(Cause::Qmp) {
+                Ok(()) => Ok(json!({})),
+                Err(e) => Err(QmpError::generic(e.to_string())),
+            },
             QmpCommand::Stop => {
                 self.pause(Cause::Qmp);
                 Ok(json!({}))

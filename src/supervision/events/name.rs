@@ -4,8 +4,9 @@
 
 use std::fmt;
 
-/// An event's QMP name. Five are QEMU's own (`WATCHDOG`, `RESET`,
-/// `SHUTDOWN`, `STOP`, `RESUME`), spelt and shaped as QEMU reports them.
+/// An event's QMP name. Six are QEMU's own (`WATCHDOG`, `RESET`,
+/// `SHUTDOWN`, `POWERDOWN`, `STOP`, `RESUME`), spelt and shaped as QEMU
+/// reports them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventName {
     Boot,
@@ -17,6 +18,8 @@ pub enum EventName {
     Watchdog,
     BootDeadlineMissed,
     Reset,
+    /// QEMU's: the power button was pressed.
+    Powerdown,
     Shutdown,
     Stop,
     Resume,
@@ -24,7 +27,7 @@ pub enum EventName {
 }
 
 impl EventName {
-    pub const ALL: [EventName; 12] = [
+    pub const ALL: [EventName; 13] = [
         EventName::Boot,
         EventName::WatchdogArmed,
         EventName::WatchdogFirstFeed,
@@ -33,6 +36,7 @@ impl EventName {
         EventName::Watchdog,
         EventName::BootDeadlineMissed,
         EventName::Reset,
+        EventName::Powerdown,
         EventName::Shutdown,
         EventName::Stop,
         EventName::Resume,
@@ -49,6 +53,7 @@ impl EventName {
             EventName::Watchdog => "WATCHDOG",
             EventName::BootDeadlineMissed => "BOOT_DEADLINE_MISSED",
             EventName::Reset => "RESET",
+            EventName::Powerdown => "POWERDOWN",
             EventName::Shutdown => "SHUTDOWN",
             EventName::Stop => "STOP",
             EventName::Resume => "RESUME",

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Map, Value};
 
-use super::{Action, Cause, Config, DeadlineAction, Input, Output, RunState, State, WatchdogAction};
+use super::{Action, Cause, Config, DeadlineAction, Input, Output, PowerOff, RunState, State, WatchdogAction};
 use crate::supervision::events::{Event, EventName};
 use kennel_devices::i6300esb::WatchdogFact;
 
@@ -208,9 +208,8 @@ impl Lifecycle {
                 let cause = Cause::Watchdog;
                 match action {
                     WatchdogAction::Reset => out.actions.push(Action::ResetVm { cause }),
-                    WatchdogAction::Shutdown | WatchdogAction::Poweroff => {
-                        out.actions.push(Action::Poweroff { cause })
-                    }
+                    WatchdogAction::Shutdown => out.actions.push(Action::PowerButton { cause }),
+                    WatchdogAction::Poweroff => out.actions.push(Action::Poweroff { cause }),
                     WatchdogAction::Pause => out.actions.push(Action::Pause { cause }),
                     WatchdogAction::InjectNmi => out.actions.push(Action::InjectNmi),
                     WatchdogAction::None | WatchdogAction::Debug => {}
@@ -241,10 +240,21 @@ impl Lifecycle {
                 self.emit(&mut out, wall, EventName::Reset, data);
                 self.start_cycle(now, wall, cause, &mut out);
             }
-            Input::Shutdown { cause } => {
-                let (guest, reason) = cause.shutdown_reason();
-                let data =
-                    [("cause", json!(cause.as_str())), ("guest", json!(guest)), ("reason", json!(reason))];
+            Input::PowerButton { cause } => {
+                self.emit(&mut out, wall, EventName::Powerdown, [("cause", json!(cause.as_str()))]);
+            }
+            Input::Shutdown { cause, by } => {
+                // QEMU's flag and reason say who powered off; `cause` why.
+                let (guest, reason) = match by {
+                    PowerOff::Guest => (true, "guest-shutdown"),
+                    PowerOff::Vmm | PowerOff::Forced => cause.shutdown_reason(),
+                };
+                let data = [
+                    ("cause", json!(cause.as_str())),
+                    ("guest", json!(guest)),
+                    ("reason", json!(reason)),
+                    ("forced", json!(by == PowerOff::Forced)),
+                ];
                 self.emit(&mut out, wall, EventName::Shutdown, data);
                 self.cycle.state = State::Shutdown;
                 self.cycle.armed = false;

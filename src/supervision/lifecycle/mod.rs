@@ -13,7 +13,8 @@
 //!
 //! Contract with the VMM: every action the VMM carries out it reports back as
 //! the matching input, on the same path as any other reset, stop or pause
-//! (`ResetVm` -> `Reset`, `Poweroff` -> `Shutdown`, `Pause` -> `Pause`), so a
+//! (`ResetVm` -> `Reset`, `Poweroff` -> `Shutdown`, `PowerButton` ->
+//! `PowerButton` then, later, `Shutdown`, `Pause` -> `Pause`), so a
 //! watchdog reset and a `system_reset` are numbered and reported alike.
 //!
 //! Events (every `data` has `cycle`; times in ms on the pausable clock):
@@ -28,7 +29,8 @@
 //! | `WATCHDOG` | stage 2 ended (QEMU's event) | `action` |
 //! | `BOOT_DEADLINE_MISSED` | no first feed by the deadline; once a cycle | `deadline_ms`, `armed`, `action` |
 //! | `RESET` | the cycle ends in a reset (QEMU's event) | `cause`, `guest`, `reason` |
-//! | `SHUTDOWN` | the VM stops for good (QEMU's event) | `cause`, `guest`, `reason` |
+//! | `POWERDOWN` | the ACPI power button was pressed (QEMU's event) | `cause` |
+//! | `SHUTDOWN` | the VM stops for good (QEMU's event) | `cause`, `guest`, `reason`, `forced` |
 //! | `STOP` / `RESUME` | pause / continue (QEMU's events) | `cause` |
 //!
 //! Later feeds are never emitted, nor even reported to the lifecycle: the
@@ -243,12 +245,29 @@ pub enum Input {
     Reset {
         cause: Cause,
     },
+    /// The VMM pressed the ACPI power button.
+    PowerButton {
+        cause: Cause,
+    },
     /// The VM stops for good.
     Shutdown {
         cause: Cause,
+        by: PowerOff,
     },
     /// Time passed (e.g. the boot-deadline timer fired).
     Tick,
+}
+
+/// Who turned the power off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerOff {
+    /// The guest, through ACPI (S5): it shut down in order.
+    Guest,
+    /// The VMM, at once (the poweroff action, `quit`, a signal, an error).
+    Vmm,
+    /// The VMM, because the guest did not answer the power button within
+    /// the grace period (or has no ACPI to hear it).
+    Forced,
 }
 
 /// Something the VMM must do. Report it back as an input when done.
@@ -256,8 +275,12 @@ pub enum Input {
 pub enum Action {
     /// Reset the VM, then report `Input::Reset { cause }`.
     ResetVm { cause: Cause },
-    /// Power the VM off, then report `Input::Shutdown { cause }`.
+    /// Power the VM off, then report `Input::Shutdown { cause, by: PowerOff::Vmm }`.
     Poweroff { cause: Cause },
+    /// Press the ACPI power button and report `Input::PowerButton { cause }`;
+    /// report `Input::Shutdown` when the guest has powered off, or when the
+    /// VMM had to cut the power (`PowerOff::Forced`).
+    PowerButton { cause: Cause },
     /// Pause the vCPUs and the pausable clock, then report `Input::Pause { cause }`.
     Pause { cause: Cause },
     /// Inject an NMI into the guest (the watchdog keeps running).

@@ -17,7 +17,7 @@ use vmm_sys_util::tempdir::TempDir;
 
 use super::*;
 use crate::supervision::events::EventHub;
-use crate::supervision::lifecycle::{Cause, Config, Input, Lifecycle};
+use crate::supervision::lifecycle::{Cause, Config, Input, Lifecycle, PowerOff};
 
 /// The VMM side: what `VmControl::execute` reaches, shared with the test.
 pub(super) struct Vm {
@@ -43,10 +43,11 @@ impl VmControl for FakeControl {
             QmpCommand::QueryWatchdog => return Ok(vm.lifecycle.status().to_json()),
             QmpCommand::WatchdogSetAction { action } => vm.lifecycle.set_watchdog_action(action),
             QmpCommand::SystemReset => vm.input(Input::Reset { cause: Cause::Qmp }),
+            QmpCommand::SystemPowerdown => vm.input(Input::PowerButton { cause: Cause::Qmp }),
             QmpCommand::Stop => vm.input(Input::Pause { cause: Cause::Qmp }),
             QmpCommand::Cont => vm.input(Input::Resume { cause: Cause::Qmp }),
             QmpCommand::Quit => {
-                vm.input(Input::Shutdown { cause: Cause::Qmp });
+                vm.input(Input::Shutdown { cause: Cause::Qmp, by: PowerOff::Vmm });
                 vm.quit = true;
             }
         }

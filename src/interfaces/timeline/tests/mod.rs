@@ -167,7 +167,7 @@ fn renders_well_formed_svg_with_one_band_per_cycle() -> R {
     );
     let legend =
         doc.descendants().filter(|n| n.attribute("class").is_some_and(|c| c.starts_with("legend-item")));
-    assert_eq!(legend.count(), 13);
+    assert_eq!(legend.count(), 14);
     assert!(svg.contains("2026-03-21 12:00:00 UTC"), "header names the start time");
     if let Some(path) = std::env::var_os("KENNEL_TIMELINE_SAMPLE_OUT") {
         // For looking at the result: KENNEL_TIMELINE_SAMPLE_OUT=/tmp/t.svg cargo test timeline

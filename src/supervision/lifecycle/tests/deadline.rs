@@ -144,7 +144,7 @@ fn no_deadline_before_boot_or_after_shutdown() {
     let h = Harness::new(Config { boot_deadline: Some(Duration::from_secs(1)), ..Config::default() });
     assert_eq!(h.lc.next_deadline(), None);
     let mut h = with_deadline(1, DeadlineAction::Reset);
-    h.send(Input::Shutdown { cause: Cause::Guest });
+    h.send(Input::Shutdown { cause: Cause::Guest, by: PowerOff::Guest });
     assert_eq!(h.lc.next_deadline(), None);
     h.advance_ms(5000);
     assert!(h.send(Input::Tick).is_empty());

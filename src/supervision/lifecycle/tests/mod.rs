@@ -189,7 +189,7 @@ fn cycle_numbers_count_up_across_resets() {
 fn expiry_maps_each_action_to_the_vmm_action() {
     let cases = [
         (WatchdogAction::Reset, vec![Action::ResetVm { cause: Cause::Watchdog }]),
-        (WatchdogAction::Shutdown, vec![Action::Poweroff { cause: Cause::Watchdog }]),
+        (WatchdogAction::Shutdown, vec![Action::PowerButton { cause: Cause::Watchdog }]),
         (WatchdogAction::Poweroff, vec![Action::Poweroff { cause: Cause::Watchdog }]),
         (WatchdogAction::Pause, vec![Action::Pause { cause: Cause::Watchdog }]),
         (WatchdogAction::None, vec![]),
@@ -304,8 +304,9 @@ fn shutdown_is_final() {
     let mut h = Harness::booted(Config::default());
     h.arm();
     h.send(Input::Pause { cause: Cause::Qmp });
-    let out = h.send(Input::Shutdown { cause: Cause::Qmp });
+    let out = h.send(Input::Shutdown { cause: Cause::Qmp, by: PowerOff::Vmm });
     assert_eq!(out.names(), ["SHUTDOWN"]);
+    assert_eq!(out.events[0].get("forced"), Some(&json!(false)));
     assert_eq!(out.events[0].get("reason"), Some(&json!("host-qmp-quit")));
     assert_eq!(out.events[0].get("guest"), Some(&json!(false)));
     assert_eq!(out.events[0].get("cause"), Some(&json!("qmp")));
@@ -324,15 +325,59 @@ fn shutdown_is_final() {
 
 #[test]
 fn guest_and_watchdog_shutdowns_report_guest_shutdown() {
-    for cause in [Cause::Guest, Cause::Watchdog] {
+    for (cause, by) in [(Cause::Guest, PowerOff::Guest), (Cause::Watchdog, PowerOff::Vmm)] {
         let mut h = Harness::booted(Config::default());
-        let out = h.send(Input::Shutdown { cause });
+        let out = h.send(Input::Shutdown { cause, by });
         assert_eq!(out.events[0].get("guest"), Some(&json!(true)));
         assert_eq!(out.events[0].get("reason"), Some(&json!("guest-shutdown")));
     }
     let mut h = Harness::booted(Config::default());
-    let out = h.send(Input::Shutdown { cause: Cause::Signal });
+    let out = h.send(Input::Shutdown { cause: Cause::Signal, by: PowerOff::Vmm });
     assert_eq!(out.events[0].get("reason"), Some(&json!("host-signal")));
+}
+
+/// `shutdown` presses the power button (QEMU's meaning); `poweroff` pulls
+/// the plug. The press is reported as POWERDOWN; the cycle is not over
+/// until the VMM reports the power-off.
+#[test]
+fn the_shutdown_action_presses_the_button_and_poweroff_does_not() {
+    let cfg = |a| Config { watchdog_action: a, ..Config::default() };
+    let mut h = Harness::booted(cfg(WatchdogAction::Poweroff));
+    h.arm();
+    let out = h.send(Input::Watchdog(WatchdogFact::Expired));
+    assert_eq!(out.actions, [Action::Poweroff { cause: Cause::Watchdog }]);
+
+    let mut h = Harness::booted(cfg(WatchdogAction::Shutdown));
+    h.arm();
+    let out = h.send(Input::Watchdog(WatchdogFact::Expired));
+    assert_eq!(out.names(), ["WATCHDOG"]);
+    assert_eq!(out.actions, [Action::PowerButton { cause: Cause::Watchdog }]);
+    let out = h.send(Input::PowerButton { cause: Cause::Watchdog });
+    assert_eq!(out.names(), ["POWERDOWN"]);
+    assert_eq!(out.events[0].get("cause"), Some(&json!("watchdog")));
+    assert_eq!(out.events[0].get("cycle"), Some(&json!(1)));
+    assert_ne!(h.lc.run_state(), RunState::Shutdown, "pressing the button stops nothing");
+}
+
+/// Who powered off decides QEMU's `guest` and `reason`; `cause` says why;
+/// `forced` says kennel cut the power after an unanswered button.
+#[test]
+fn shutdown_data_says_who_powered_off_and_whether_it_was_forced() {
+    let cases = [
+        (Cause::Watchdog, PowerOff::Guest, true, "guest-shutdown", false),
+        (Cause::Qmp, PowerOff::Guest, true, "guest-shutdown", false),
+        (Cause::Guest, PowerOff::Guest, true, "guest-shutdown", false),
+        (Cause::Watchdog, PowerOff::Forced, true, "guest-shutdown", true),
+        (Cause::Qmp, PowerOff::Vmm, false, "host-qmp-quit", false),
+    ];
+    for (cause, by, guest, reason, forced) in cases {
+        let mut h = Harness::booted(Config::default());
+        let out = h.send(Input::Shutdown { cause, by });
+        let e = &out.events[0];
+        let got = (e.get("cause"), e.get("guest"), e.get("reason"), e.get("forced"));
+        let want = (Some(&json!(cause.as_str())), Some(&json!(guest)), Some(&json!(reason)), Some(&json!(forced)));
+        assert_eq!(got, want, "{cause:?} by {by:?}");
+    }
 }
 
 #[test]

@@ -85,7 +85,13 @@ impl std::fmt::Debug for AcpiPlatform {
 
 impl AcpiPlatform {
     pub fn new(requests: Arc<dyn PowerRequests>, ged_irq: Arc<dyn EdgeInterrupt>) -> Self {
-        Self { requests, ged_irq, pending: 0, counters: AcpiCounters::default(), odd_access: LogLimit::default() }
+        Self {
+            requests,
+            ged_irq,
+            pending: 0,
+            counters: AcpiCounters::default(),
+            odd_access: LogLimit::default(),
+        }
     }
 
     /// Presses the power button: the event is latched until the guest's

@@ -90,9 +90,11 @@ const _: () = assert!(BLK.bar0 % BLK_BAR0_SIZE == 0 && (BLK.bar0 + BLK_BAR0_SIZE
 const _: () = assert!(ESB.bar0 + ESB_BAR0_SIZE <= BLK.bar0);
 const _: () = assert!(ESB.slot != BLK.slot && ESB.slot != HOST_BRIDGE_SLOT && BLK.slot != HOST_BRIDGE_SLOT);
 const _: () = assert!(ESB.gsi >= 16 && BLK.gsi >= 16 && ESB.gsi != BLK.gsi);
-const _: () = assert!(GED_GSI >= 16 && GED_GSI < 24 && GED_GSI != ESB.gsi as u32 && GED_GSI != BLK.gsi as u32);
+const _: () =
+    assert!(GED_GSI >= 16 && GED_GSI < 24 && GED_GSI != ESB.gsi as u32 && GED_GSI != BLK.gsi as u32);
 // The ACPI tables stay in the reserved part of the memory map, below 1 MiB.
-const _: () = assert!(RSDP_ADDR >= EBDA_START + 0x400 && RSDP_ADDR + ACPI_MAX <= HIMEM_START && RSDP_ADDR % 16 == 0);
+const _: () =
+    assert!(RSDP_ADDR >= EBDA_START + 0x400 && RSDP_ADDR + ACPI_MAX <= HIMEM_START && RSDP_ADDR % 16 == 0);
 
 // The boot stack grows down from between the zero page and the page tables.
 const _: () = assert!(BOOT_STACK < PML4_ADDR && BOOT_STACK > ZERO_PAGE_ADDR + 0x1000);

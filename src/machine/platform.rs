@@ -189,7 +189,8 @@ pub fn build(
                 .map_err(|source| PlatformError::Irq { what: "GED eventfd", source })?;
             vm.register_irqfd(&irq, layout::GED_GSI)
                 .map_err(|e| PlatformError::Irq { what: "GED irqfd", source: e.into() })?;
-            let requests = Arc::new(PowerToMainLoop { requests: p.requests.clone(), generation: p.generation });
+            let requests =
+                Arc::new(PowerToMainLoop { requests: p.requests.clone(), generation: p.generation });
             let dev = Arc::new(Mutex::new(AcpiPlatform::new(requests, Arc::new(IrqFd(irq)))));
             buses.pio.insert(dev.clone(), layout::ACPI_PORT, kennel_devices::acpi::LEN)?;
             Some(dev)
@@ -227,5 +228,13 @@ pub fn build(
     let intx = pci.intx;
     buses.pio.insert(Arc::new(Mutex::new(PciConfigIo::new(pci.bus))), CONFIG_IO_BASE, CONFIG_IO_LEN)?;
 
-    Ok(Platform { buses: Arc::new(buses), serial, esb, acpi, intx, requests: p.requests, generation: p.generation })
+    Ok(Platform {
+        buses: Arc::new(buses),
+        serial,
+        esb,
+        acpi,
+        intx,
+        requests: p.requests,
+        generation: p.generation,
+    })
 }

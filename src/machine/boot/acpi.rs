@@ -22,13 +22,13 @@
 //! source override: ISA IRQ n is on IOAPIC pin n, as in the MP table.
 
 use acpi_tables::aml;
-use acpi_tables::Aml;
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT};
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
+use acpi_tables::Aml;
 use kennel_devices::acpi as regs;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -104,8 +104,10 @@ fn dsdt_body(pci: &[PciIntx]) -> Vec<u8> {
     );
     let pci_crs = ResourceTemplate::new(vec![&buses, &cf8, &io_low, &io_high, &mmio]);
     // _PRT: (slot << 16 | 0xFFFF, pin 0..3, source 0 = a GSI, the GSI).
-    let routes: Vec<(u32, u8, u32)> =
-        pci.iter().map(|p| ((u32::from(p.slot) << 16) | 0xffff, p.pin.saturating_sub(1) & 3, p.gsi.into())).collect();
+    let routes: Vec<(u32, u8, u32)> = pci
+        .iter()
+        .map(|p| ((u32::from(p.slot) << 16) | 0xffff, p.pin.saturating_sub(1) & 3, p.gsi.into()))
+        .collect();
     let route_pkgs: Vec<Package> =
         routes.iter().map(|(addr, pin, gsi)| Package::new(vec![addr, pin, &ZERO, gsi])).collect();
     let prt = Package::new(route_pkgs.iter().map(|p| p as &dyn Aml).collect());
@@ -209,8 +211,12 @@ fn fadt(dsdt: u64) -> Vec<u8> {
 }
 
 fn madt(cpus: u8) -> Vec<u8> {
-    let mut m =
-        MADT::new(OEM_ID, *b"KENNELAP", OEM_REVISION, LocalInterruptController::Address(layout::LAPIC_ADDR as u32));
+    let mut m = MADT::new(
+        OEM_ID,
+        *b"KENNELAP",
+        OEM_REVISION,
+        LocalInterruptController::Address(layout::LAPIC_ADDR as u32),
+    );
     for id in 0..cpus {
         m.add_structure(ProcessorLocalApic::new(id, id, EnabledStatus::Enabled));
     }
@@ -385,10 +391,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kennel-dsdt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("dsdt.dat"), &p.dsdt).unwrap();
-        let iasl = |args: &[&str]| match std::process::Command::new("iasl").args(args).current_dir(&dir).output() {
-            Ok(o) => o,
-            Err(e) => panic!("cannot run iasl ({e}): install acpica-tools (scripts/setup does)"),
-        };
+        let iasl =
+            |args: &[&str]| match std::process::Command::new("iasl").args(args).current_dir(&dir).output() {
+                Ok(o) => o,
+                Err(e) => panic!("cannot run iasl ({e}): install acpica-tools (scripts/setup does)"),
+            };
         let out = iasl(&["-d", "dsdt.dat"]);
         assert!(out.status.success(), "iasl -d: {}", String::from_utf8_lossy(&out.stderr));
         let dsl = std::fs::read_to_string(dir.join("dsdt.dsl")).unwrap();

@@ -4,7 +4,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Map, Value};
 
-use super::{Action, Cause, Config, DeadlineAction, Input, Output, PowerOff, RunState, State, WatchdogAction};
+use super::{
+    Action, Cause, Config, DeadlineAction, Input, Output, PowerOff, RunState, State, WatchdogAction,
+};
 use crate::supervision::events::{Event, EventName};
 use kennel_devices::i6300esb::WatchdogFact;
 

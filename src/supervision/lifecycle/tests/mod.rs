@@ -375,7 +375,8 @@ fn shutdown_data_says_who_powered_off_and_whether_it_was_forced() {
         let out = h.send(Input::Shutdown { cause, by });
         let e = &out.events[0];
         let got = (e.get("cause"), e.get("guest"), e.get("reason"), e.get("forced"));
-        let want = (Some(&json!(cause.as_str())), Some(&json!(guest)), Some(&json!(reason)), Some(&json!(forced)));
+        let want =
+            (Some(&json!(cause.as_str())), Some(&json!(guest)), Some(&json!(reason)), Some(&json!(forced)));
         assert_eq!(got, want, "{cause:?} by {by:?}");
     }
 }

@@ -188,6 +188,7 @@ fn a_reboot_from_user_space_goes_through_the_acpi_reset_register() {
     assert_eq!(boot2["data"]["cause"], "guest");
     let reset = q.wait_event("RESET", Some(1), Duration::ZERO).unwrap();
     assert_eq!(data(&reset, &["cause", "guest"]), [json!("guest"), json!(true)], "{reset}");
+    k.collect();
     assert!(
         k.stderr.iter().any(|l| l.contains("the guest reset itself (ACPI reset register)")),
         "{}",
@@ -287,6 +288,7 @@ fn debian_stock_kernel_runs_on_kennels_acpi() {
     assert!(ff2.is_some(), "{:?}\n{}", q.sequence(), k.transcript());
     let reset = q.wait_event("RESET", Some(1), Duration::ZERO).unwrap();
     assert_eq!(data(&reset, &["cause", "guest"]), [json!("guest"), json!(true)], "{reset}");
+    k.collect();
     assert!(k.stderr.iter().any(|l| l.contains("(ACPI reset register)")), "{}", k.transcript());
     assert_console(
         &mut k,

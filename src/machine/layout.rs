@@ -6,6 +6,7 @@
 //! 0x0000_6000  PVH hvm_start_info       0x0002_0000  kernel command line
 //! 0x0000_7000  zero page (boot_params)  0x0009_fc00  MP table (EBDA, scanned by Linux)
 //! 0x0000_8ff0  boot stack               0x000e_0000  ACPI: RSDP, then DSDT, FADT, MADT, XSDT
+//!                                       0x000f_fff0  reset vector: asks kennel for a reset
 //!                                       0x0010_0000  high memory (kernel, initrd at the top)
 //! 0xc000_0000 .. 0xfec0_0000  32-bit MMIO hole: PCI BARs (RAM above it moves past 4 GiB)
 //! 0xfec0_0000  IOAPIC                   0xfee0_0000  local APIC
@@ -40,6 +41,8 @@ pub const MPTABLE_MAX: u64 = 0x400;
 /// the other tables follow it, up to `ACPI_MAX` bytes in all.
 pub const RSDP_ADDR: u64 = 0xe_0000;
 pub const ACPI_MAX: u64 = 0x1_0000;
+/// The x86 reset vector (F000:FFF0): see `boot/reset_vector.rs`.
+pub const RESET_VECTOR: u64 = 0xf_fff0;
 pub const HIMEM_START: u64 = 0x10_0000;
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 pub const PCI_MMIO_END: u64 = 0xfec0_0000;
@@ -177,6 +180,7 @@ mod tests {
             (CMDLINE_ADDR, CMDLINE_MAX as u64),
             (MPTABLE_ADDR, MPTABLE_MAX),
             (RSDP_ADDR, ACPI_MAX),
+            (RESET_VECTOR, 16),
         ];
         v.sort();
         for w in v.windows(2) {

@@ -14,7 +14,7 @@ use linux_loader::loader::{load_cmdline, Cmdline};
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::machine::boot::loader::{self, EntryProtocol, LoadedKernel};
-use crate::machine::boot::{acpi, mptable, params, regs};
+use crate::machine::boot::{acpi, mptable, params, regs, reset_vector};
 use crate::machine::cpuid::{self, CpuidOptions};
 use crate::machine::layout;
 use crate::machine::platform::{self, Platform, PlatformParams};
@@ -45,6 +45,8 @@ pub enum VmError {
     MpTable(#[from] mptable::MpTableError),
     #[error(transparent)]
     Acpi(#[from] acpi::AcpiError),
+    #[error(transparent)]
+    ResetVector(#[from] reset_vector::ResetVectorError),
     #[error(transparent)]
     Regs(#[from] regs::RegsError),
     #[error(transparent)]
@@ -149,6 +151,7 @@ impl Vm {
             )?,
         }
         regs::write_tables(&mem, kernel.protocol)?;
+        reset_vector::write(&mem, cfg.acpi)?;
 
         let platform = platform::build(&fd, &mem, pp)?;
         // The MP table is always there, for kernels without ACPI or booted

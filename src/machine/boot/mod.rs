@@ -7,6 +7,7 @@ pub mod loader;
 pub mod mptable;
 pub mod params;
 pub mod regs;
+pub mod reset_vector;
 
 /// vCPUs an MP table fits for in the space reserved for it.
 pub const MAX_VCPUS: u8 = 32;

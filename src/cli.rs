@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Boot a guest and supervise its watchdog.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Draw the boot cycles of an events file (--events) as an SVG timeline.
     Timeline {
         /// A JSON-lines events file written by `kennel run --events`.

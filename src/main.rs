@@ -13,7 +13,7 @@ fn main() {
         }
     };
     let code = match cli.command {
-        Command::Run(args) => match kennel::run::run(args) {
+        Command::Run(args) => match kennel::run::run(*args) {
             Ok(code) => code,
             Err(e) => {
                 kennel::host::terminal::restore();

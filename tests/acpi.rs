@@ -24,26 +24,10 @@ const T: Duration = Duration::from_secs(20);
 /// No `reboot=k`: Linux reboots through the ACPI reset register.
 const BASE: &str = "console=ttyS0 panic=1 i6300esb.heartbeat=4";
 
+/// The tiny 6300ESB guest, held until the QMP client connects.
 fn tiny(name: &str, cmdline: &str, extra: &[&str]) -> (Kennel, QmpWatch) {
-    let sock = scratch(&format!("{name}.qmp"));
-    let _ = std::fs::remove_file(&sock);
-    let kernel = test_guest("esb");
-    let mut args = vec![
-        "run",
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--memory",
-        "16",
-        "--cmdline",
-        cmdline,
-        "--qmp",
-        sock.to_str().unwrap(),
-        "--start-paused",
-    ];
-    args.extend_from_slice(extra);
-    let k = Kennel::start(&args);
-    let q = QmpWatch::connect(&sock, true);
-    (k, q)
+    let args = [&["--memory", "16"], extra].concat();
+    start_with_qmp(name, &test_guest("esb"), cmdline, &args)
 }
 
 fn data(e: &Value, keys: &[&str]) -> Vec<Value> {

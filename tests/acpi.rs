@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use common::qmp::{seconds_between, QmpWatch};
 use common::LINUX_BOOT;
-use common::{
-    kvm_or_skip, linux_guest, real_kvm_or_skip, scratch, start_with_qmp, stock_guest, test_guest, Kennel,
-};
+use common::{kvm_or_skip, linux_guest, real_kvm_or_skip, start_with_qmp, stock_guest, test_guest, Kennel};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(20);

@@ -211,6 +211,52 @@ fn the_shutdown_action_shuts_a_live_guest_down_in_order() {
     );
 }
 
+/// `--watchdog-action shutdown` on a Linux guest that hangs (a `boot:hang`
+/// fault 2 s after its first feed stops its vCPUs): the watchdog expires,
+/// kennel presses the button, nothing in the guest can answer it, and after
+/// the grace kennel powers the VM off and SHUTDOWN says it was forced.
+#[test]
+fn the_shutdown_action_forces_a_hung_guest_off_after_the_grace() {
+    if !real_kvm_or_skip("the_shutdown_action_forces_a_hung_guest_off_after_the_grace") {
+        return;
+    }
+    let (mut k, mut q) = kit(
+        "wd-shutdown-hung",
+        "",
+        &[
+            "--watchdog-action",
+            "shutdown",
+            "--shutdown-grace",
+            "3",
+            "--fault",
+            "boot:hang,after=2s,since=first-feed,cycle=1",
+        ],
+    );
+    let sd =
+        q.wait_event("SHUTDOWN", Some(1), 2 * LINUX_BOOT).unwrap_or_else(|| panic!("{}", k.transcript()));
+    assert_eq!(
+        // `guest: true` is QEMU's word for any watchdog power-off; `forced`
+        // is what tells this one from an orderly shutdown.
+        data(&sd, &["cause", "guest", "forced"]),
+        [json!("watchdog"), json!(true), json!(true)],
+        "{sd}\n{:?}",
+        q.sequence()
+    );
+    let seq: Vec<String> =
+        q.sequence().into_iter().map(|(n, _)| n).filter(|n| n != "WATCHDOG_PRETIMEOUT").collect();
+    let tail: Vec<&str> = seq.iter().map(String::as_str).skip_while(|n| *n != "FAULT_INJECTED").collect();
+    assert_eq!(tail, ["FAULT_INJECTED", "WATCHDOG", "POWERDOWN", "SHUTDOWN"], "{seq:?}");
+    let press = q.wait_event("POWERDOWN", Some(1), Duration::ZERO).unwrap();
+    let waited = seconds_between(&press, &sd);
+    assert!(waited >= 2.9, "powered off {waited:.2} s after the press; the grace is 3 s");
+    assert_eq!(k.wait_exit(T).and_then(|s| s.code()), Some(4), "{}", k.transcript());
+    assert!(
+        !k.stdout.iter().any(|l| l.contains("power button pressed")),
+        "a hung guest ran its button handler\n{}",
+        k.transcript()
+    );
+}
+
 /// QMP `system_powerdown` on a live guest: the guest powers off in order;
 /// SHUTDOWN has cause `qmp` and `guest: true` (QEMU's `guest-shutdown`).
 #[test]

@@ -117,6 +117,13 @@ pub struct RunArgs {
     #[arg(long, requires = "rootfs")]
     pub rootfs_readonly: bool,
 
+    /// Attach the --rootfs image as a snapshot (QEMU's -snapshot): the
+    /// image is opened read-only and never changes; the guest's writes are
+    /// kept in kennel's memory (up to 1 GiB), survive the guest's resets
+    /// and are gone when kennel exits.
+    #[arg(long, requires = "rootfs", conflicts_with = "rootfs_readonly")]
+    pub rootfs_snapshot: bool,
+
     /// Inject a fault, tied to boot cycles (repeatable), e.g.
     /// blk:read-error,cycle=2  blk:delay=200ms  boot:hang,after=5s,cycle=3
     /// boot:cmdline=root=/dev/nonexistent panic=1,cycle=2. See README.

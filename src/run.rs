@@ -10,7 +10,7 @@ use kennel_devices::bus::lock;
 
 use crate::exit_code;
 use crate::host::kvm::{self, HostError};
-use crate::host::rootdisk::RootDisk;
+use crate::host::rootdisk::{DiskMode, RootDisk};
 use crate::host::seccomp::{self, Allowances, ThreadKind};
 use crate::host::signals::StopSignals;
 use crate::host::terminal::RawMode;
@@ -79,7 +79,7 @@ pub fn run(args: RunArgs) -> Result<i32, RunError> {
     }
     let faults = FaultPlan::parse_all(&args.fault, args.fault_seed)?;
     let rootfs = match &args.rootfs {
-        Some(p) => Some(RootDisk::open(p, args.rootfs_readonly)?),
+        Some(p) => Some(RootDisk::open(p, DiskMode::from_flags(args.rootfs_readonly, args.rootfs_snapshot))?),
         None => None,
     };
     kvm::check_memory(args.memory)?;

@@ -48,6 +48,7 @@ pub enum PlatformError {
 pub struct DiskParams {
     pub file: std::fs::File,
     pub readonly: bool,
+    pub overlay: Option<Arc<Mutex<kennel_devices::virtio_blk::Overlay>>>,
     pub faults: Arc<dyn BlockFaults>,
 }
 
@@ -217,6 +218,7 @@ pub fn build(
         let blk = VirtioBlk::new(BlkParams {
             disk: d.file,
             readonly: d.readonly,
+            overlay: d.overlay,
             bar0_addr: layout::BLK.bar0,
             irq_line: layout::BLK.gsi,
             irq: Some(Arc::new(KvmLine { vm: vm.clone(), gsi: layout::BLK.gsi.into() })),

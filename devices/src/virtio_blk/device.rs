@@ -147,7 +147,7 @@ impl VirtioBlk {
             intx: IntxPin::new(p.irq),
             mem: p.mem,
             queue: None,
-            engine: Engine::new(p.disk, capacity, p.readonly, p.faults),
+            engine: Engine::new(p.disk, capacity, p.readonly, p.overlay, p.faults),
             logs: Logs::default(),
         })
     }

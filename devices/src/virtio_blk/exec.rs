@@ -7,10 +7,11 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use vm_memory::{Bytes, GuestMemoryMmap};
 
+use super::overlay::Overlay;
 use super::regs::*;
 use super::request::{parse, Chain, Malformed, Request};
 use super::{BlkCounters, BlockFaults, BlockOp, FaultDecision, MAX_FAULT_DELAY};
@@ -37,6 +38,7 @@ pub(super) struct Engine {
     /// In 512-byte sectors.
     capacity: u64,
     readonly: bool,
+    overlay: Option<Arc<Mutex<Overlay>>>,
     faults: Arc<dyn BlockFaults>,
     buf: Vec<u8>,
     pub counters: BlkCounters,
@@ -44,11 +46,18 @@ pub(super) struct Engine {
 }
 
 impl Engine {
-    pub fn new(disk: File, capacity: u64, readonly: bool, faults: Arc<dyn BlockFaults>) -> Self {
+    pub fn new(
+        disk: File,
+        capacity: u64,
+        readonly: bool,
+        overlay: Option<Arc<Mutex<Overlay>>>,
+        faults: Arc<dyn BlockFaults>,
+    ) -> Self {
         Self {
             disk,
             capacity,
             readonly,
+            overlay,
             faults,
             buf: vec![0; CHUNK],
             counters: BlkCounters::default(),
@@ -164,7 +173,14 @@ impl Engine {
         while done < len {
             let n = (len - done).min(CHUNK as u64) as usize;
             let buf = &mut self.buf[..n];
-            let step = self.disk.read_exact_at(buf, pos + done).and_then(|()| req.writer.write_all(buf));
+            let step = self.disk.read_exact_at(buf, pos + done).and_then(|()| {
+                if let Some(o) = &self.overlay {
+                    // A poisoned lock only means another device panicked
+                    // mid-copy; the sectors it holds are still whole.
+                    o.lock().unwrap_or_else(PoisonError::into_inner).patch((pos + done) / SECTOR_SIZE, buf);
+                }
+                req.writer.write_all(buf)
+            });
             if let Err(e) = step {
                 self.host_error("disk read", e);
                 return (S_IOERR, done);
@@ -195,7 +211,14 @@ impl Engine {
         while done < len {
             let n = (len - done).min(CHUNK as u64) as usize;
             let buf = &mut self.buf[..n];
-            let step = req.reader.read_exact(buf).and_then(|()| self.disk.write_all_at(buf, pos + done));
+            let step = req.reader.read_exact(buf).and_then(|()| match &self.overlay {
+                None => self.disk.write_all_at(buf, pos + done),
+                Some(o) => o
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .write((pos + done) / SECTOR_SIZE, buf)
+                    .map_err(|_| std::io::Error::other("the snapshot overlay is full")),
+            });
             if let Err(e) = step {
                 self.host_error("disk write", e);
                 return (S_IOERR, 0);
@@ -212,6 +235,11 @@ impl Engine {
     fn flush(&mut self) -> Outcome {
         if !self.may_proceed(BlockOp::Flush, 0, 0) {
             return (S_IOERR, 0);
+        }
+        // A snapshot's writes live in memory: nothing to make durable.
+        if self.overlay.is_some() {
+            self.counters.flushes += 1;
+            return (S_OK, 0);
         }
         if let Err(e) = self.disk.sync_data() {
             self.host_error("disk flush", e);

@@ -26,13 +26,14 @@
 mod common_cfg;
 mod device;
 mod exec;
+mod overlay;
 pub mod regs;
 mod request;
 #[cfg(test)]
 mod tests;
 
 use std::fs::File;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vm_memory::GuestMemoryMmap;
@@ -41,6 +42,7 @@ use crate::irq::InterruptLine;
 use crate::pci::ConfigSpaceError;
 
 pub use device::VirtioBlk;
+pub use overlay::{Full, Overlay};
 pub use regs::BAR0_SIZE;
 
 /// What a request is about to do, as the fault policy sees it.
@@ -108,6 +110,9 @@ pub struct BlkParams {
     pub disk: File,
     /// Offer VIRTIO_BLK_F_RO and refuse writes with IOERR.
     pub readonly: bool,
+    /// Snapshot mode: writes go here, never to `disk` (which may then be
+    /// opened read-only), and reads see them.
+    pub overlay: Option<Arc<Mutex<Overlay>>>,
     /// Where the VMM placed BAR0: [`BAR0_SIZE`] bytes, aligned to its size,
     /// below 4 GiB. It never moves.
     pub bar0_addr: u32,

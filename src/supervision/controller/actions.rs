@@ -66,6 +66,7 @@ impl Controller {
                 Ok(file) => Some(DiskParams {
                     file,
                     readonly: r.readonly,
+                    overlay: r.overlay.clone(),
                     faults: Arc::new(CycleDiskFaults {
                         state: self.cfg.faults.block_faults(cycle),
                         requests: self.sender.clone(),

@@ -20,7 +20,7 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
@@ -29,7 +29,9 @@ use vmm_sys_util::tempfile::TempFile;
 
 use kennel_devices::pci::PciDevice;
 use kennel_devices::virtio_blk::regs::*;
-use kennel_devices::virtio_blk::{BlkCounters, BlkParams, BlockFaults, BlockOp, FaultDecision, VirtioBlk};
+use kennel_devices::virtio_blk::{
+    BlkCounters, BlkParams, BlockFaults, BlockOp, FaultDecision, Overlay, VirtioBlk,
+};
 
 const MEM: usize = 64 << 10;
 const DISK: u64 = 16 * 512;
@@ -83,7 +85,8 @@ enum Op {
 
 #[derive(Arbitrary, Debug)]
 struct Input {
-    readonly: bool,
+    /// 0: read-write; 1: read-only; 2: a snapshot (overlay of 8 sectors).
+    mode: u8,
     faults: u8,
     /// log2 of the queue size (0..=8 valid; larger is refused by the device).
     size_log2: u8,
@@ -195,12 +198,17 @@ fuzz_target!(|inp: Input| {
     let n = inp.memory.len().min(MEM);
     mem.write_slice(&inp.memory[..n], GuestAddress(0)).unwrap();
     mem.write_slice(&[0u8; MEM][n..], GuestAddress(n as u64)).unwrap();
-    // A system reset is what the VMM does: a new device on the same disk.
+    let (readonly, snapshot) = (inp.mode % 3 == 1, inp.mode % 3 == 2);
+    // Half the disk: enough for a write to find the overlay full.
+    let overlay = snapshot.then(|| Arc::new(Mutex::new(Overlay::new(DISK / 2))));
+    // A system reset is what the VMM does: a new device on the same disk
+    // (and the same overlay).
     let new_dev = || {
-        let file = if inp.readonly { &fx.ro } else { &fx.rw }.try_clone().unwrap();
+        let file = if readonly || snapshot { &fx.ro } else { &fx.rw }.try_clone().unwrap();
         VirtioBlk::new(BlkParams {
             disk: file,
-            readonly: inp.readonly,
+            readonly,
+            overlay: overlay.clone(),
             bar0_addr: BAR,
             irq_line: 11,
             irq: None,
@@ -294,7 +302,10 @@ fuzz_target!(|inp: Input| {
         let meta = std::fs::metadata(disk.as_path()).unwrap();
         assert_eq!(meta.len(), DISK, "the disk changed size");
     }
-    if inp.readonly {
-        assert!(&std::fs::read(disk.as_path()).unwrap() == content, "a read-only disk was written");
+    if readonly || snapshot {
+        assert!(
+            &std::fs::read(disk.as_path()).unwrap() == content,
+            "a read-only or snapshot image was written"
+        );
     }
 });

@@ -79,6 +79,7 @@ pub(super) struct Rig {
     pub(super) used_seen: u16,
     pub(super) qsize: u16,
     readonly: bool,
+    overlay: Option<Arc<Mutex<Overlay>>>,
 }
 
 impl Rig {
@@ -91,46 +92,71 @@ impl Rig {
     /// `content` at the start of a (sparse) disk of `disk_len` bytes, and
     /// `mem_size` bytes of guest memory.
     pub(super) fn custom(content: &[u8], disk_len: u64, mem_size: usize, readonly: bool) -> Self {
+        Self::build(content, disk_len, mem_size, readonly, None)
+    }
+
+    /// A snapshot disk holding `content`: the file opened read-only, the
+    /// guest's writes kept in an overlay of at most `max_bytes`; the driver
+    /// has brought the device up.
+    pub(super) fn snapshot(content: &[u8], max_bytes: u64) -> Self {
+        let overlay = Arc::new(Mutex::new(Overlay::new(max_bytes)));
+        let mut rig = Self::build(content, content.len() as u64, MEM_SIZE, false, Some(overlay));
+        rig.linux_init();
+        rig
+    }
+
+    fn build(
+        content: &[u8],
+        disk_len: u64,
+        mem_size: usize,
+        readonly: bool,
+        overlay: Option<Arc<Mutex<Overlay>>>,
+    ) -> Self {
         let disk = TempFile::new().unwrap();
         std::fs::write(disk.as_path(), content).unwrap();
         disk.as_file().set_len(disk_len.max(content.len() as u64)).unwrap();
-        let file = OpenOptions::new().read(true).write(!readonly).open(disk.as_path()).unwrap();
         let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size)]).unwrap());
         let line = Arc::new(Line::default());
         let faults = Arc::new(Script::default());
-        let dev = VirtioBlk::new(BlkParams {
+        let dev = Self::device(&disk, readonly, &overlay, &mem, &line, &faults);
+        let mut rig =
+            Self { dev, mem, line, faults, disk, avail_idx: 0, used_seen: 0, qsize: 0, readonly, overlay };
+        // pci_enable_device + pci_set_master
+        rig.cfg_w(COMMAND, 2, u32::from(COMMAND_MEMORY | COMMAND_BUS_MASTER));
+        rig
+    }
+
+    /// The device as the VMM builds it; a snapshot's file is read-only.
+    fn device(
+        disk: &TempFile,
+        readonly: bool,
+        overlay: &Option<Arc<Mutex<Overlay>>>,
+        mem: &Arc<GuestMemoryMmap>,
+        line: &Arc<Line>,
+        faults: &Arc<Script>,
+    ) -> VirtioBlk {
+        let writable = !readonly && overlay.is_none();
+        let file = OpenOptions::new().read(true).write(writable).open(disk.as_path()).unwrap();
+        VirtioBlk::new(BlkParams {
             disk: file,
             readonly,
+            overlay: overlay.clone(),
             bar0_addr: BAR,
             irq_line: 11,
             irq: Some(line.clone()),
             mem: mem.clone(),
             faults: faults.clone(),
         })
-        .unwrap();
-        let mut rig = Self { dev, mem, line, faults, disk, avail_idx: 0, used_seen: 0, qsize: 0, readonly };
-        // pci_enable_device + pci_set_master
-        rig.cfg_w(COMMAND, 2, u32::from(COMMAND_MEMORY | COMMAND_BUS_MASTER));
-        rig
+        .unwrap()
     }
 
-    /// A system reset as the VMM does it: a new device on the same disk and
-    /// guest memory, behind a new interrupt line; PCI-enabled again as the
-    /// guest's next boot will.
+    /// A system reset as the VMM does it: a new device on the same disk (and
+    /// overlay) and guest memory, behind a new interrupt line, not yet
+    /// PCI-enabled.
     pub(super) fn system_reset(&mut self) {
-        let readonly = self.readonly;
-        let file = OpenOptions::new().read(true).write(!readonly).open(self.disk.as_path()).unwrap();
         self.line = Arc::new(Line::default());
-        self.dev = VirtioBlk::new(BlkParams {
-            disk: file,
-            readonly,
-            bar0_addr: BAR,
-            irq_line: 11,
-            irq: Some(self.line.clone()),
-            mem: self.mem.clone(),
-            faults: self.faults.clone(),
-        })
-        .unwrap();
+        self.dev =
+            Self::device(&self.disk, self.readonly, &self.overlay, &self.mem, &self.line, &self.faults);
         (self.avail_idx, self.used_seen, self.qsize) = (0, 0, 0);
     }
 

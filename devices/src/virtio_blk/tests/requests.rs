@@ -78,6 +78,40 @@ fn writes_to_a_read_only_disk_fail() {
 }
 
 #[test]
+fn a_snapshot_reads_back_its_writes_and_leaves_the_image_alone() {
+    let disk = pattern(64 * 1024, 5);
+    let mut rig = Rig::snapshot(&disk, 1 << 20);
+    assert_eq!(rig.device_features() & F_RO, 0, "a snapshot is a writable disk to the guest");
+    // Two sectors in the middle of an eight-sector read.
+    assert_eq!(rig.write(3, &[0xAB; 1024]).status, S_OK);
+    let (done, data) = rig.read(0, 4096);
+    assert_eq!(done.status, S_OK);
+    let mut want = disk[..4096].to_vec();
+    want[3 * 512..5 * 512].fill(0xAB);
+    assert_eq!(data, want);
+    assert_eq!(rig.submit(T_FLUSH, 0, None).status, S_OK);
+    assert_eq!(rig.disk_bytes(), disk, "the image changed");
+    // The guest's next boot, on a new device, still sees its writes.
+    rig.system_reset();
+    rig.cfg_w(COMMAND, 2, u32::from(COMMAND_MEMORY | COMMAND_BUS_MASTER));
+    rig.linux_init();
+    assert_eq!(rig.read(0, 4096).1, want);
+}
+
+#[test]
+fn a_full_snapshot_fails_new_writes_but_takes_rewrites() {
+    let disk = pattern(64 * 1024, 5);
+    let mut rig = Rig::snapshot(&disk, 2 * 512);
+    assert_eq!(rig.write(0, &[1; 1024]).status, S_OK);
+    assert_eq!(rig.write(8, &[2; 512]).status, S_IOERR, "a third sector does not fit");
+    assert_eq!(rig.read(8, 512).1, disk[8 * 512..9 * 512], "the refused write left data behind");
+    assert_eq!(rig.write(1, &[3; 512]).status, S_OK, "a sector already held costs nothing");
+    assert_eq!(rig.read(0, 1024).1, [[1u8; 512], [3u8; 512]].concat());
+    assert_eq!(rig.dev.counters().errors, 1);
+    assert_eq!(rig.disk_bytes(), disk);
+}
+
+#[test]
 fn requests_beyond_the_end_fail() {
     let mut rig = Rig::with_disk(&pattern(16 * 512, 0), false);
     let before = rig.disk_bytes();

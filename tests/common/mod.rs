@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
 pub mod qmp;
+pub mod scenario;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -125,6 +126,21 @@ pub fn linux_guest() -> PathBuf {
 pub fn stock_guest() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| built_guest(&["--stock"]).join("stock")).clone()
+}
+
+/// kennel's Debian guest: the directory holding `vmlinuz`, `initrd.img`
+/// and `rootfs.img`. Built beforehand by `scripts/build-debian-guest`
+/// (`scripts/test` does), not here: it needs root, apt and the network,
+/// and the nested host sees the repository read-only.
+pub fn debian_guest() -> PathBuf {
+    let dir = std::env::var_os("KENNEL_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/guest"))
+        .join("debian");
+    for f in ["vmlinuz", "initrd.img", "rootfs.img"] {
+        assert!(dir.join(f).exists(), "{} is missing: run scripts/build-debian-guest", dir.join(f).display());
+    }
+    dir
 }
 
 /// A watchdog reset cycle as a monitor sees it: armed, fed, expired, reset,

@@ -57,7 +57,9 @@ fuzz_target!(|ops: Vec<Op>| {
                 let offset = u64::from(offset % 8);
                 dev.read(offset, &mut buf);
                 let want: Vec<u8> = match (offset, buf.len()) {
-                    (acpi::GED_EVENT, 1) => vec![if std::mem::take(&mut pending) { acpi::EVENT_POWER_BUTTON } else { 0 }],
+                    (acpi::GED_EVENT, 1) => {
+                        vec![if std::mem::take(&mut pending) { acpi::EVENT_POWER_BUTTON } else { 0 }]
+                    }
                     _ => vec![0; buf.len()],
                 };
                 assert_eq!(buf, want, "read {offset} len {len}");

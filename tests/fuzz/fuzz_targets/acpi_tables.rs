@@ -110,7 +110,8 @@ fuzz_target!(|inp: Input| {
     for p in &pci {
         let addr = (u32::from(p.slot) << 16) | 0xffff;
         let mut pkg = vec![0x12, 0x00, 0x04]; // PackageOp, length (patched below), 4 elements
-        let body: Vec<u8> = [aml_int(addr), aml_int(u32::from(p.pin - 1)), vec![0x00], aml_int(u32::from(p.gsi))].concat();
+        let body: Vec<u8> =
+            [aml_int(addr), aml_int(u32::from(p.pin - 1)), vec![0x00], aml_int(u32::from(p.gsi))].concat();
         pkg[1] = (body.len() + 2) as u8;
         pkg.extend(body);
         assert!(dsdt.windows(pkg.len()).any(|w| w == pkg), "no _PRT package for {p:?}");

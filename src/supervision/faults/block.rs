@@ -193,10 +193,12 @@ impl BlockFaultState {
                 BlockOp::Write => c.written,
                 BlockOp::Flush | BlockOp::GetId => 0,
             };
-            if let FaultKind::ReadError { after_sectors: Some(n) }
-            | FaultKind::WriteError { after_sectors: Some(n) } = rule.kind
+            if let FaultKind::ReadError { after_sectors, sectors: range }
+            | FaultKind::WriteError { after_sectors, sectors: range } = rule.kind
             {
-                if done < n {
+                if after_sectors.is_some_and(|n| done < n)
+                    || range.is_some_and(|r| !r.overlaps(sector, sectors))
+                {
                     continue;
                 }
             }

@@ -11,6 +11,8 @@
 //! KEY       := cycle=CYCLES                  any kind; absent: every cycle
 //!            | probability=P                 blk kinds; P in [0, 1]
 //!            | after-sectors=N               read-error, write-error
+//!            | sectors=START..END            read-error, write-error: only
+//!                                            requests touching these sectors
 //!            | after=DURATION                hang; absent: 0
 //!            | since=boot|first-feed         hang: what `after` counts from;
 //!                                            absent: boot (the cycle's start)
@@ -67,7 +69,7 @@ pub use hang::HangFault;
 /// The disk's own request kinds and decisions: the fault policy speaks the
 /// device's language, so nothing is translated on the way.
 pub use kennel_devices::virtio_blk::{BlockOp, FaultDecision};
-pub use spec::{Cycles, FaultKind, FaultSpec, HangSince, MAX_DURATION};
+pub use spec::{Cycles, FaultKind, FaultSpec, HangSince, SectorRange, MAX_DURATION};
 
 /// `--fault-seed`'s default: fixed, so two runs with the same specs inject
 /// the same faults.
@@ -104,6 +106,10 @@ pub enum FaultError {
     BadNumber { spec: String, key: String, value: String },
     #[error("--fault `{spec}`: bad duration `{value}` for `{key}`: {reason}")]
     BadDuration { spec: String, key: String, value: String, reason: &'static str },
+    #[error(
+        "--fault `{spec}`: bad `sectors={value}` (expected START..END, sector numbers, END after START)"
+    )]
+    BadSectors { spec: String, value: String },
     #[error("--fault `{spec}`: `since={value}` must be `boot` or `first-feed`")]
     BadSince { spec: String, value: String },
     #[error("--fault `{spec}`: probability `{value}` is outside [0, 1]")]

@@ -13,10 +13,11 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 #[derive(Clone, Debug, PartialEq)]
 pub enum FaultKind {
     /// `blk:read-error`: reads fail once `after_sectors` sectors were read
-    /// in the cycle (`None`: from the first read).
-    ReadError { after_sectors: Option<u64> },
+    /// in the cycle (`None`: from the first read), only those touching
+    /// `sectors` when given (a bad region of the disk).
+    ReadError { after_sectors: Option<u64>, sectors: Option<SectorRange> },
     /// `blk:write-error`: the same for writes.
-    WriteError { after_sectors: Option<u64> },
+    WriteError { after_sectors: Option<u64>, sectors: Option<SectorRange> },
     /// `blk:flush-error`.
     FlushError,
     /// `blk:delay=DUR`: every request is delayed by this long.
@@ -27,6 +28,20 @@ pub enum FaultKind {
     Hang { after: Duration, since: HangSince },
     /// `boot:cmdline=TEXT`: replaces the user's kernel command line.
     Cmdline(String),
+}
+
+/// `sectors=START..END`: 512-byte sectors START up to, not including, END.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SectorRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl SectorRange {
+    /// Whether a request of `count` sectors at `sector` touches the range.
+    pub fn overlaps(self, sector: u64, count: u64) -> bool {
+        sector < self.end && sector.saturating_add(count.max(1)) > self.start
+    }
 }
 
 /// What a hang's `after` counts from.
@@ -128,7 +143,7 @@ impl std::str::FromStr for FaultSpec {
 const BLK_KINDS: &str = "read-error, write-error, flush-error or delay=DURATION";
 const BOOT_KINDS: &str = "hang or cmdline=TEXT";
 const KIND_NAMES: [&str; 6] = ["read-error", "write-error", "flush-error", "delay", "hang", "cmdline"];
-const KEYS: [&str; 5] = ["cycle", "probability", "after-sectors", "after", "since"];
+const KEYS: [&str; 6] = ["cycle", "probability", "after-sectors", "sectors", "after", "since"];
 
 /// A `key=value` item after the kind.
 struct Item<'a> {
@@ -183,8 +198,14 @@ impl FaultSpec {
                     });
                 }
                 match kind_name {
-                    "read-error" => FaultKind::ReadError { after_sectors: keys.number("after-sectors")? },
-                    "write-error" => FaultKind::WriteError { after_sectors: keys.number("after-sectors")? },
+                    "read-error" => FaultKind::ReadError {
+                        after_sectors: keys.number("after-sectors")?,
+                        sectors: keys.take("sectors").map(|v| parse_sectors(text, v)).transpose()?,
+                    },
+                    "write-error" => FaultKind::WriteError {
+                        after_sectors: keys.number("after-sectors")?,
+                        sectors: keys.take("sectors").map(|v| parse_sectors(text, v)).transpose()?,
+                    },
                     "flush-error" => FaultKind::FlushError,
                     _ => FaultKind::Hang {
                         after: match keys.take("after") {
@@ -341,9 +362,10 @@ fn hint(key: &str) -> String {
     let near = match key {
         "cycles" | "cyc" => "cycle",
         "p" | "prob" | "probabilty" => "probability",
-        "after_sectors" | "sectors" | "after-sector" => "after-sectors",
+        "after_sectors" | "after-sector" => "after-sectors",
+        "sector" | "range" => "sectors",
         "seed" => return " (the seed is --fault-seed N, for all specs)".into(),
-        _ => return " (expected cycle, probability, after-sectors, after or since)".into(),
+        _ => return " (expected cycle, probability, after-sectors, sectors, after or since)".into(),
     };
     format!(" (did you mean `{near}`?)")
 }
@@ -353,6 +375,7 @@ fn example(key: &str) -> &'static str {
         "cycle" => "cycle=2, cycle=2.. or cycle=2..4",
         "probability" => "probability=0.1",
         "after-sectors" => "after-sectors=4096",
+        "sectors" => "sectors=2048..4096",
         _ => "after=5s",
     }
 }
@@ -396,6 +419,18 @@ fn parse_cycles(spec: &str, value: &str) -> Result<Cycles, FaultError> {
         return Err(FaultError::EmptyRange { spec: spec.to_string(), value: value.to_string() });
     }
     Ok(Cycles { first, last })
+}
+
+/// `START..END`, sector numbers, END after START.
+fn parse_sectors(spec: &str, value: &str) -> Result<SectorRange, FaultError> {
+    let bad = || FaultError::BadSectors { spec: spec.to_string(), value: value.to_string() };
+    let (a, b) = value.trim().split_once("..").ok_or_else(bad)?;
+    let start = parse_u64(spec, "sectors", a.trim()).map_err(|_| bad())?;
+    let end = parse_u64(spec, "sectors", b.trim()).map_err(|_| bad())?;
+    if end <= start {
+        return Err(bad());
+    }
+    Ok(SectorRange { start, end })
 }
 
 /// A whole number followed by `us`, `ms` or `s`, at most [`MAX_DURATION`].

@@ -29,10 +29,13 @@ fn canonical(s: &FaultSpec) -> String {
         FaultKind::Hang { after, since } => {
             format!("boot:hang,after={},since={}", us(*after), since.as_str())
         }
-        FaultKind::ReadError { after_sectors } | FaultKind::WriteError { after_sectors } => {
+        FaultKind::ReadError { after_sectors, sectors } | FaultKind::WriteError { after_sectors, sectors } => {
             let mut k = format!("blk:{}", s.kind.what());
             if let Some(n) = after_sectors {
                 k += &format!(",after-sectors={n}");
+            }
+            if let Some(r) = sectors {
+                k += &format!(",sectors={}..{}", r.start, r.end);
             }
             k
         }

@@ -15,22 +15,49 @@ fn good_specs() {
     use FaultKind::*;
     let one = |n| cyc(n, Some(n));
     let table: Vec<(&str, FaultKind, Cycles, Option<f64>)> = vec![
-        ("blk:read-error,cycle=2", ReadError { after_sectors: None }, one(2), None),
+        ("blk:read-error,cycle=2", ReadError { after_sectors: None, sectors: None }, one(2), None),
         (
             "blk:read-error,after-sectors=4096,cycle=2..",
-            ReadError { after_sectors: Some(4096) },
+            ReadError { after_sectors: Some(4096), sectors: None },
             cyc(2, None),
             None,
         ),
-        ("blk:read-error,cycle=2..4", ReadError { after_sectors: None }, cyc(2, Some(4)), None),
-        ("blk:read-error,cycle=3..3", ReadError { after_sectors: None }, one(3), None),
-        ("blk:write-error,probability=0.1", WriteError { after_sectors: None }, Cycles::ALL, Some(0.1)),
-        ("blk:write-error,probability=1", WriteError { after_sectors: None }, Cycles::ALL, Some(1.0)),
+        (
+            "blk:read-error,cycle=2..4",
+            ReadError { after_sectors: None, sectors: None },
+            cyc(2, Some(4)),
+            None,
+        ),
+        ("blk:read-error,cycle=3..3", ReadError { after_sectors: None, sectors: None }, one(3), None),
+        (
+            "blk:write-error,probability=0.1",
+            WriteError { after_sectors: None, sectors: None },
+            Cycles::ALL,
+            Some(0.1),
+        ),
+        (
+            "blk:write-error,probability=1",
+            WriteError { after_sectors: None, sectors: None },
+            Cycles::ALL,
+            Some(1.0),
+        ),
         (
             "blk:write-error,probability=0,after-sectors=8",
-            WriteError { after_sectors: Some(8) },
+            WriteError { after_sectors: Some(8), sectors: None },
             Cycles::ALL,
             Some(0.0),
+        ),
+        (
+            "blk:read-error,sectors=2048..4096,cycle=2..",
+            ReadError { after_sectors: None, sectors: Some(SectorRange { start: 2048, end: 4096 }) },
+            cyc(2, None),
+            None,
+        ),
+        (
+            "blk:write-error,sectors=0..1",
+            WriteError { after_sectors: None, sectors: Some(SectorRange { start: 0, end: 1 }) },
+            Cycles::ALL,
+            None,
         ),
         ("blk:flush-error", FlushError, Cycles::ALL, None),
         ("blk:delay=200ms", Delay(ms(200)), Cycles::ALL, None),
@@ -38,7 +65,7 @@ fn good_specs() {
         ("blk:delay=250us,probability=0.5", Delay(Duration::from_micros(250)), Cycles::ALL, Some(0.5)),
         ("blk:delay=0ms", Delay(Duration::ZERO), Cycles::ALL, None),
         ("blk:delay=86400s", Delay(MAX_DURATION), Cycles::ALL, None),
-        (" blk : read-error , cycle = 2 ", ReadError { after_sectors: None }, one(2), None),
+        (" blk : read-error , cycle = 2 ", ReadError { after_sectors: None, sectors: None }, one(2), None),
         ("boot:hang,cycle=3", Hang { after: Duration::ZERO, since: HangSince::Boot }, one(3), None),
         ("boot:hang,after=5s,cycle=3", Hang { after: ms(5000), since: HangSince::Boot }, one(3), None),
         ("boot:hang", Hang { after: Duration::ZERO, since: HangSince::Boot }, Cycles::ALL, None),
@@ -128,6 +155,13 @@ fn bad_specs() -> Result<(), String> {
         ("blk:read-error,cycle=0..", "CycleZero", &["cycle 0"]),
         ("blk:read-error,cycle=5..3", "EmptyRange", &["`cycle=5..3` is an empty range"]),
         ("blk:read-error,cycle=..3", "BadCycle", &["`..3`", "N.."]),
+        ("blk:read-error,sectors=4096", "BadSectors", &["`sectors=4096`", "START..END"]),
+        ("blk:read-error,sectors=10..10", "BadSectors", &["`sectors=10..10`", "END after START"]),
+        ("blk:read-error,sectors=10..2", "BadSectors", &["`sectors=10..2`"]),
+        ("blk:read-error,sectors=a..b", "BadSectors", &["`sectors=a..b`"]),
+        ("blk:read-error,sectors=1..", "BadSectors", &["`sectors=1..`"]),
+        ("blk:delay=1ms,sectors=1..2", "KeyNotAllowed", &["`sectors` does not apply to delay"]),
+        ("blk:read-error,range=1..2", "UnknownKey", &["did you mean `sectors`"]),
         ("blk:read-error,cycle=two", "BadCycle", &["`two`"]),
         ("blk:read-error,cycle=1...3", "BadCycle", &["`1...3`"]),
         ("blk:read-error,cycle=1..2..3", "BadCycle", &["`1..2..3`"]),
@@ -257,6 +291,30 @@ fn after_sectors_counts_sectors_transferred_in_the_cycle() -> Result<(), FaultEr
     let s3 = p.block_faults(3);
     assert_eq!(s3.decide(BlockOp::Read, 0, 4096).0, FaultDecision::Proceed);
     assert_eq!(s3.decide(BlockOp::Read, 0, 1).0, FaultDecision::IoError);
+    Ok(())
+}
+
+/// A bad region of the disk: only requests that touch it fail, however
+/// much else the guest reads.
+#[test]
+fn sectors_limits_errors_to_requests_touching_the_range() -> Result<(), FaultError> {
+    let p = plan(&["blk:read-error,sectors=2048..4096"])?;
+    let s = p.block_faults(1);
+    for (sector, count, fails) in [
+        (0, 2048, false),
+        (0, 2049, true),
+        (2047, 1, false),
+        (2048, 1, true),
+        (4095, 1, true),
+        (4095, 8, true),
+        (4096, 8, false),
+        (1 << 30, 8, false),
+        (u64::MAX - 1, 8, false),
+    ] {
+        let want = if fails { FaultDecision::IoError } else { FaultDecision::Proceed };
+        assert_eq!(s.decide(BlockOp::Read, sector, count).0, want, "read of {count} at {sector}");
+    }
+    assert_eq!(s.decide(BlockOp::Write, 2048, 1).0, FaultDecision::Proceed, "writes are not read errors");
     Ok(())
 }
 

@@ -7,7 +7,8 @@
 //!
 //! Real KVM only: Debian's user space must run. Each boot takes 40-100 s in
 //! the nested KVM host, so the feeder set-ups are compared where they differ
-//! (healthy, never-arms) and the failure stories run with the daemon.
+//! (emergency mode; healthy with systemd), and the other stories run with
+//! the daemon, the set-up README recommends.
 
 mod common;
 
@@ -23,6 +24,12 @@ fn run(name: &str, feeder: &str) -> Run {
     )
 }
 
+/// The console of boot cycle `n` (from 1): what follows the n-th kernel
+/// banner, up to the next.
+fn cycle_console(r: &Run, n: usize) -> &str {
+    r.console.split("Linux version ").nth(n).unwrap_or("")
+}
+
 fn console_has(r: &Run, needles: &[&str]) {
     for n in needles {
         assert!(r.console.contains(n), "console lacks {n:?}\n{}", r.output);
@@ -34,7 +41,7 @@ fn console_has(r: &Run, needles: &[&str]) {
 /// stock driver from the device's PCI id (nothing else loads it).
 const BOOTED: [&str; 4] = [
     "Run /init as init process",
-    "EXT4-fs (vda): mounted filesystem",
+    "EXT4-fs (vda2): mounted filesystem",
     "i6300ESB timer 0000:00:04.0: initialized",
     "kennel-demo: serving",
 ];
@@ -54,22 +61,6 @@ fn debian_healthy_with_systemds_runtime_watchdog() {
     console_has(&r, &BOOTED);
     console_has(&r, &["systemd.watchdog_sec=10", "kennel-debian login:"]);
     assert!(!r.console.contains("kennel-debian: watchdog daemon"), "the daemon ran too\n{}", r.output);
-}
-
-#[test]
-fn debian_healthy_with_the_watchdog_daemon() {
-    if !real_kvm_or_skip("debian_healthy_with_the_watchdog_daemon") {
-        return;
-    }
-    let r = run("healthy", "daemon");
-    check(
-        "healthy",
-        &r,
-        &[ev("BOOT", 1, "power-on"), ev("WATCHDOG_ARMED", 1, ""), ev("WATCHDOG_FIRST_FEED", 1, "")],
-    );
-    assert!(r.alarms.is_empty(), "alarm on a healthy VM: {:?}", r.alarms);
-    console_has(&r, &BOOTED);
-    console_has(&r, &["kennel-debian: watchdog daemon feeding while kennel-service-check passes"]);
 }
 
 #[test]
@@ -95,7 +86,15 @@ fn debian_hang_then_recover() {
         ],
     );
     assert_eq!(r.alarms, ["raised", "cleared"], "the reference monitor's alarm");
-    assert_eq!(r.console.matches("kennel-demo: serving").count(), 2, "{}", r.output);
+    // Both boots got to the service and then to the daemon: the daemon's
+    // first feed comes only after the service's check passed.
+    for n in [1, 2] {
+        let c = cycle_console(&r, n);
+        let serving = c.find("kennel-demo: serving");
+        let feeding = c.find("kennel-debian: watchdog daemon feeding while kennel-service-check passes");
+        assert!(serving.is_some() && feeding.is_some(), "cycle {n}\n{}", r.output);
+        assert!(c.contains("i6300ESB timer 0000:00:04.0: initialized"), "cycle {n}\n{}", r.output);
+    }
 }
 
 /// The seed story: after a watchdog reset the guest cannot read its root
@@ -168,4 +167,69 @@ fn debian_never_arms() {
     // Up to its login prompt, the driver bound: only nobody opened it.
     console_has(&r, &BOOTED);
     console_has(&r, &["kennel-debian login:"]);
+}
+
+/// The events of a boot that fails to check its data partition after a
+/// watchdog reset, up to cycle 2's read errors.
+fn emergency_prefix() -> Vec<(String, u64, String)> {
+    vec![
+        ev("BOOT", 1, "power-on"),
+        ev("WATCHDOG_ARMED", 1, ""),
+        ev("WATCHDOG_FIRST_FEED", 1, ""),
+        ev("FAULT_INJECTED", 1, "hang"),
+        ev("WATCHDOG_PRETIMEOUT", 1, ""),
+        ev("WATCHDOG", 1, ""),
+        ev("RESET", 1, "watchdog"),
+        ev("BOOT", 2, "watchdog"),
+    ]
+}
+
+/// Emergency mode fed by systemd: PID 1 runs, so it feeds, and cycle 2's
+/// first feed arrives although the service never came back. A monitor
+/// clears its alarm; the operator learns that this feeder proves less.
+#[test]
+fn debian_emergency_mode_with_systemd_still_feeds() {
+    if !real_kvm_or_skip("debian_emergency_mode_with_systemd_still_feeds") {
+        return;
+    }
+    let r = run("emergency-mode", "systemd");
+    assert!(r.ok, "scenario failed\n{}", r.output);
+    let got: Vec<_> =
+        common::scenario::story(&r).into_iter().filter(|e| e.0 != "FAULT_INJECTED" || e.1 == 1).collect();
+    let mut want = emergency_prefix();
+    want.extend([ev("WATCHDOG_ARMED", 2, ""), ev("WATCHDOG_FIRST_FEED", 2, "")]);
+    assert_eq!(&got[..want.len().min(got.len())], &want[..], "{got:?}\n{}", r.output);
+    assert!(
+        r.events.iter().any(|e| e.0 == "FAULT_INJECTED" && e.1 == 2 && e.2 == "read-error"),
+        "{:?}",
+        r.events
+    );
+    assert_eq!(r.alarms, ["raised", "cleared"], "the reference monitor's alarm");
+    // Cycle 2 stopped in emergency mode without the service. (Whether cycle
+    // 1 showed the service before its hang depends on timing: systemd
+    // feeds as soon as udev has loaded the driver, before services start.)
+    let c2 = cycle_console(&r, 2);
+    assert!(c2.contains("I/O error, dev vda") && c2.contains("emergency mode"), "{}", r.output);
+    assert!(!c2.contains("kennel-demo: serving"), "the service came back\n{}", r.output);
+}
+
+/// Emergency mode with the watchdog daemon: multi-user never comes, the
+/// daemon never starts, nothing feeds, the deadline is missed and the
+/// alarm stays raised: the first feed proved what it should.
+#[test]
+fn debian_emergency_mode_with_the_daemon_misses_its_deadline() {
+    if !real_kvm_or_skip("debian_emergency_mode_with_the_daemon_misses_its_deadline") {
+        return;
+    }
+    let r = run("emergency-mode", "daemon");
+    let mut want = emergency_prefix();
+    want.extend([ev("FAULT_INJECTED", 2, "read-error"), ev("BOOT_DEADLINE_MISSED", 2, "")]);
+    check("emergency-mode", &r, &want);
+    assert!(!r.events.iter().any(|e| e.0 == "WATCHDOG_FIRST_FEED" && e.1 == 2), "{:?}", r.events);
+    assert_eq!(r.alarms, ["raised"], "the reference monitor's alarm");
+    let c2 = cycle_console(&r, 2);
+    assert!(c2.contains("I/O error, dev vda") && c2.contains("emergency mode"), "{}", r.output);
+    assert!(!c2.contains("kennel-demo: serving"), "the service came back\n{}", r.output);
+    assert!(!c2.contains("kennel-debian: watchdog daemon feeding"), "{}", r.output);
+    assert!(cycle_console(&r, 1).contains("kennel-debian: watchdog daemon feeding"), "{}", r.output);
 }

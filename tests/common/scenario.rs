@@ -173,9 +173,19 @@ pub fn ev(name: &str, cycle: u64, cause: &str) -> (String, u64, String) {
     (name.to_string(), cycle, cause.to_string())
 }
 
+impl Run {
+    /// The scenario's output and the console's last lines: what a failure
+    /// message needs (the console file is gone with the nested host).
+    pub fn report(&self) -> String {
+        let lines: Vec<&str> = self.console.lines().collect();
+        let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+        format!("{}\n--- console, last 80 lines ---\n{tail}", self.output)
+    }
+}
+
 pub fn check(name: &str, r: &Run, want: &[(String, u64, String)]) {
-    assert!(r.ok, "scenario {name} failed\n{}", r.output);
+    assert!(r.ok, "scenario {name} failed\n{}", r.report());
     let got = story(r);
-    assert_eq!(&got[..want.len().min(got.len())], want, "scenario {name}: events {got:?}\n{}", r.output);
+    assert_eq!(&got[..want.len().min(got.len())], want, "scenario {name}: events {got:?}\n{}", r.report());
     assert!(r.svg.contains("<svg") && r.svg.contains("cycle 1"), "scenario {name}: no timeline drawn");
 }

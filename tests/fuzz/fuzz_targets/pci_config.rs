@@ -112,6 +112,7 @@ fuzz_target!(|ops: Vec<Op>| {
             irq: None,
             mem,
             faults: Arc::new(NoFaults),
+            overlay: None,
         })
         .unwrap(),
     ));

@@ -87,7 +87,8 @@ def render_section(rows, N, meta):
         f"| QEMU | {meta['qemu']} (the same binary runs inside) |",
         f"| run | {N['mode']}: {N['reps']} interleaved repetitions of N1 and N2 "
         f"({N['feeds_per_run']} feeds per run), {N['linux_reps']} of each Linux guest run "
-        f"({N['kit']['cycles']} reset cycles each); took {N['runtime_s']:.0f} s inside |",
+        f"({N['kit'].get('cycles', '-')} reset cycles each); took {N['runtime_s']:.0f} s inside, "
+        f"{meta['wall_s']:.0f} s with the nested hosts |",
         "",
         "Cells are median (p95) over the runs (over the cycles for N4); ratio = kennel",
         "median / QEMU median. The nested host's CPU is emulated, so every figure is",
@@ -99,7 +100,7 @@ def render_section(rows, N, meta):
         note = f" ({r['note']})" if r.get("note") else ""
         lines.append(f"| {r['metric']}{note} | {r['kennel_cell']} | {r['qemu_cell']} | {ratio} "
                      f"| {r['target']} | {met_str(r['met'])} |")
-    errs = errors(N)
+    errs = errors(N) + meta.get("notes", [])
     if errs:
         lines += ["", "Runs that failed:", ""] + [f"- {e}" for e in errs]
     if meta.get("analysis"):

@@ -42,7 +42,7 @@ def table(N):
     row("N6b Memory outside guest RAM (Pss), Debian at first feed (512 MiB)", k, q, "KiB", 0.2,
         note="kennel's includes the snapshot overlay")
     k, q = both("disk", lambda x: x.get("read_mib_s"))
-    row(f"N7 Guest disk read, sequential {N['disk']['mib']} MiB, dd bs=1M", k, q, "MiB/s", 1.0,
+    row(f"N7 Guest disk read, sequential {N['disk'].get('mib', nested.DISK_MIB)} MiB, dd bs=1M", k, q, "MiB/s", 1.0,
         higher_better=True)
     k, q = both("disk", lambda x: x.get("read_s"))
     row("N7b Time that read takes", k, q, "s")

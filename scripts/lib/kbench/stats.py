@@ -7,6 +7,9 @@ from .vmm import Failed, log
 
 # KENNEL_BENCH_VERBOSE=1: say when each run ends and how long it took
 VERBOSE = os.environ.get("KENNEL_BENCH_VERBOSE", "0") != "0"
+# Called with (vmm, result) after each run: inside the nested host, each run
+# is passed out at once, so a host that freezes later loses only later runs.
+ON_RUN = None
 
 
 def pct(xs, p):
@@ -43,6 +46,8 @@ def interleave(reps, fn_k, fn_q, what):
             elif VERBOSE:
                 log(f"{what} {vmm} run {i + 1}: {time.time() - t0:.1f} s")
             acc.append(res)
+            if ON_RUN:
+                ON_RUN(vmm, res)
     log(f"{what}: done")
     return ks, qs
 

@@ -1,7 +1,7 @@
 """The host section's table and its part of docs/benchmarks.md."""
 
 from . import host
-from .stats import cell, first_error, fmt, met_str, pct, summary, vals
+from .stats import cell, first_error, fmt, md_table, met_str, pct, summary, vals
 
 
 def table(R):
@@ -155,14 +155,8 @@ def render_doc(rows, R):
             "not what either VMM does on a host with hardware virtualization.",
             ""]
     lines += ["Cells are median (p95) over the runs (or over the cycles for 4, 5 and 8);",
-              "ratio = kennel median / QEMU median.", "",
-              "| metric | kennel | QEMU | ratio | target | |",
-              "|---|---|---|---|---|---|"]
-    for r in rows:
-        ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else ""
-        note = f" ({r['note']})" if r.get("note") else ""
-        lines.append(f"| {r['metric']}{note} | {r['kennel_cell'] or '-'} | {r['qemu_cell'] or '-'} "
-                     f"| {ratio} | {r['target'] or ''} | {met_str(r['met'])} |")
+              "ratio = kennel median / QEMU median.", ""]
+    lines += md_table(rows)
     L = R.get("linux")
     qerr = first_error(L["qemu"]) if L else None
     if qerr:

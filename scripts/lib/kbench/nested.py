@@ -47,18 +47,17 @@ Method of each figure (the real-KVM section of docs/benchmarks.md quotes this)
    with truncate, in the nested host's tmpfs: the host side reads memory),
    read-only; the guest runs `dd if=/dev/vda of=/dev/null bs=1M` right
    after init starts. Throughput = 512 MiB / (line time of "disk read
-   done" - line time of "disk read start"); busybox dd's own figure is
-   recorded too. Also: boot to "kennel-guest: init started" (the root disk
-   mounted, init run from it).
+   done" - line time of "disk read start"). Also: boot to "kennel-guest:
+   init started" (the root disk mounted, init run from it).
 """
 
 import os
-import re
 import shutil
-import subprocess
 import time
 
-from .vmm import GUEST, Failed, Run, ev_ts, mem_outside_guest
+from .host import run_feed, run_startup
+from .stats import interleave
+from .vmm import GUEST, Failed, Run, cpu_model, ev_ts, mem_outside_guest
 
 KIT_BASE = "console=ttyS0 reboot=k panic=1 i6300esb.heartbeat=4 root=/dev/vda ro"
 KIT_FEEDER = ("init=/sbin/kennel-spin kennel_feeder.after_root=1 kennel_feeder.interval_ms=1000 "
@@ -91,9 +90,6 @@ def run_kit_cycles(vmm, cycles):
             i = r.wait_line(r"kennel_feeder: feed 1\b", 120, i + 1)
             res["reset_to_feed_s"].append(r.lines[i][0] - ts)
             ev += 1
-        if vmm == "kennel":
-            res["first_feed_events"] = [ev_ts(e) for _, e in r.events
-                                        if e["event"] == "WATCHDOG_FIRST_FEED"]
         return res
     except Failed as e:
         res["error"] = str(e)[:1000]
@@ -124,7 +120,7 @@ def run_debian(vmm):
 
 def grown_disk(scratch):
     """The kit's root disk grown to DISK_MIB in scratch (a tmpfs in the
-    nested host); made once per bench run."""
+    nested host), made on first use and kept for the later runs."""
     path = os.path.join(scratch, "bench-disk.ext4")
     if not os.path.exists(path):
         shutil.copyfile(os.path.join(GUEST, "rootfs.ext4"), path)
@@ -141,23 +137,17 @@ def run_disk(vmm, disk):
         a = r.wait_line(r"kennel-guest: disk read start", 60, i)
         b = r.wait_line(r"kennel-guest: disk read done", 600, a)
         secs = r.lines[b][0] - r.lines[a][0]
-        res = {"boot_to_init_s": r.lines[i][0] - r.t0, "read_s": secs,
-               "read_mib_s": DISK_MIB / secs}
-        m = re.search(r"copied, ([\d.]+) seconds, ([\d.]+)(\w)B/s", r.lines[b][1])
-        if m:
-            res["dd_seconds"] = float(m.group(1))
-            res["dd_rate"] = m.group(2) + m.group(3) + "B/s"
-        return res
+        return {"boot_to_init_s": r.lines[i][0] - r.t0, "read_s": secs,
+                "read_mib_s": DISK_MIB / secs}
     except Failed as e:
         return {"error": str(e)[:1000]}
     finally:
         r.stop()
 
 
-def run_all(quick, interleave, only=None):
+def run_all(quick, only=None):
     """Every real-KVM metric (or those sections named in `only`); returns the
     results dict."""
-    from .host import run_feed, run_startup
     reps = 3 if quick else 10
     linux_reps = 1 if quick else 3
     feeds = 2000 if quick else 5000
@@ -166,13 +156,12 @@ def run_all(quick, interleave, only=None):
          "mode": "quick" if quick else "full", "kvm": kvm_module(), "cpu": cpu_model()}
     t0 = time.time()
     cycles = 2 if quick else 3
-    disk = grown_disk(scratch)
     sections = [
         ("startup", reps, "start-up", run_startup),
         ("feed", reps, "feed cost", lambda vmm: run_feed(vmm, feeds)),
         ("kit", linux_reps, "guest kit boot and reset cycles",
          lambda vmm: run_kit_cycles(vmm, cycles)),
-        ("disk", linux_reps, "disk read", lambda vmm: run_disk(vmm, disk)),
+        ("disk", linux_reps, "disk read", lambda vmm: run_disk(vmm, grown_disk(scratch))),
         ("debian", linux_reps, "Debian boot", run_debian),
     ]
     for key, n, what, fn in sections:
@@ -192,16 +181,3 @@ def kvm_module():
         if os.path.exists(f"/sys/module/{m}"):
             return m
     return "none"
-
-
-def cpu_model():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
-def qemu_version():
-    return subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
-                          text=True).stdout.splitlines()[0]

@@ -1,7 +1,7 @@
 """The real-KVM section of docs/benchmarks.md, from scripts/bench --nested."""
 
 from . import nested
-from .stats import cell, met_str, summary, vals
+from .stats import cell, md_table, met_str, summary, vals
 
 
 def table(N):
@@ -42,7 +42,8 @@ def table(N):
     row("N6b Memory outside guest RAM (Pss), Debian at first feed (512 MiB)", k, q, "KiB", 0.2,
         note="kennel's includes the snapshot overlay")
     k, q = both("disk", lambda x: x.get("read_mib_s"))
-    row(f"N7 Guest disk read, sequential {N['disk'].get('mib', nested.DISK_MIB)} MiB, dd bs=1M", k, q, "MiB/s", 1.0,
+    mib = N["disk"].get("mib", nested.DISK_MIB)
+    row(f"N7 Guest disk read, sequential {mib} MiB, dd bs=1M", k, q, "MiB/s", 1.0,
         higher_better=True)
     k, q = both("disk", lambda x: x.get("read_s"))
     row("N7b Time that read takes", k, q, "s")
@@ -92,19 +93,11 @@ def render_section(rows, N, meta):
         "",
         "Cells are median (p95) over the runs (over the cycles for N4); ratio = kennel",
         "median / QEMU median. The nested host's CPU is emulated, so every figure is",
-        "slower than on hardware; both VMMs pay that alike.", "",
-        "| metric | kennel | QEMU | ratio | target | |",
-        "|---|---|---|---|---|---|"]
-    for r in rows:
-        ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else ""
-        note = f" ({r['note']})" if r.get("note") else ""
-        lines.append(f"| {r['metric']}{note} | {r['kennel_cell']} | {r['qemu_cell']} | {ratio} "
-                     f"| {r['target']} | {met_str(r['met'])} |")
+        "slower than on hardware; both VMMs pay that alike.", ""]
+    lines += md_table(rows)
     errs = errors(N) + meta.get("notes", [])
     if errs:
         lines += ["", "Runs that failed:", ""] + [f"- {e}" for e in errs]
-    if meta.get("analysis"):
-        lines += ["", meta["analysis"].rstrip()]
     lines += ["", "### Method (real KVM)", "", "From `scripts/lib/kbench/nested.py`:", "",
               "```text", method, "```", ""]
     return "\n".join(lines)

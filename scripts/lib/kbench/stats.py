@@ -16,8 +16,6 @@ def pct(xs, p):
     if not xs:
         return None
     xs = sorted(xs)
-    if not xs:
-        return None
     k = max(0, min(len(xs) - 1, int(-(-p * len(xs) // 100)) - 1))  # nearest rank
     return xs[k]
 
@@ -87,5 +85,16 @@ def first_error(runs):
 
 def met_str(m):
     return {True: "met", False: "**missed**", None: ""}[m]
+
+
+def md_table(rows):
+    """The results table of a docs/benchmarks.md section, one line per row."""
+    lines = ["| metric | kennel | QEMU | ratio | target | |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else ""
+        note = f" ({r['note']})" if r.get("note") else ""
+        lines.append(f"| {r['metric']}{note} | {r['kennel_cell'] or '-'} | {r['qemu_cell'] or '-'} "
+                     f"| {ratio} | {r['target'] or ''} | {met_str(r['met'])} |")
+    return lines
 
 

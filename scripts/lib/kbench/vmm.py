@@ -383,23 +383,28 @@ def setup(linux, debian=False):
         sh(os.path.join(REPO, "scripts", "nested"), "--prepare")
 
 
-def machine():
-    cpu = "unknown"
+def cpu_model():
     with open("/proc/cpuinfo") as f:
         for line in f:
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def qemu_version():
+    return subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+
+
+def machine():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "devices"], cwd=REPO,
                            capture_output=True, text=True).stdout.strip()
-    qv = subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     return {"kvm": "PVM (kvm_pvm: no hardware virtualization; guest kernel code emulated)"
             if PVM else "real KVM (hardware virtualization)",
-            "pvm": PVM, "cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
+            "pvm": PVM, "cpu": cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "kennel_commit": commit + (" (src/devices modified)" if dirty else ""),
-            "qemu": qv, "loadavg_before": open("/proc/loadavg").read().split()[:3]}
+            "qemu": qemu_version(), "loadavg_before": open("/proc/loadavg").read().split()[:3]}
 
 

@@ -5,6 +5,7 @@
 
 pub mod boot;
 pub mod cpuid;
+pub mod disk_thread;
 pub mod exits;
 pub mod layout;
 pub mod platform;

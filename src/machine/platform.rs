@@ -73,6 +73,8 @@ pub struct Platform {
     pub esb: Arc<Mutex<I6300Esb>>,
     /// The ACPI registers and power button; `None` with --no-acpi.
     pub acpi: Option<Arc<Mutex<AcpiPlatform>>>,
+    /// The root disk, for the VM to give its queue a thread.
+    pub blk: Option<Arc<Mutex<VirtioBlk>>>,
     pub intx: Vec<PciIntx>,
     pub requests: RequestSender,
     pub generation: u64,
@@ -214,6 +216,7 @@ pub fn build(
     let mut pci = Pci { bus: PciBus::new(), intx: Vec::new() };
     pci.bus.add(layout::HOST_BRIDGE_SLOT, Arc::new(Mutex::new(HostBridge::new())))?;
     pci.attach(layout::ESB, esb.clone(), &mut buses.mmio)?;
+    let mut disk = None;
     if let Some(d) = p.disk {
         let blk = VirtioBlk::new(BlkParams {
             disk: d.file,
@@ -225,7 +228,9 @@ pub fn build(
             mem: mem.clone(),
             faults: d.faults,
         })?;
-        pci.attach(layout::BLK, Arc::new(Mutex::new(blk)), &mut buses.mmio)?;
+        let blk = Arc::new(Mutex::new(blk));
+        pci.attach(layout::BLK, blk.clone(), &mut buses.mmio)?;
+        disk = Some(blk);
     }
     let intx = pci.intx;
     buses.pio.insert(Arc::new(Mutex::new(PciConfigIo::new(pci.bus))), CONFIG_IO_BASE, CONFIG_IO_LEN)?;
@@ -235,6 +240,7 @@ pub fn build(
         serial,
         esb,
         acpi,
+        blk: disk,
         intx,
         requests: p.requests,
         generation: p.generation,

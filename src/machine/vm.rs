@@ -16,6 +16,7 @@ use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, Gues
 use crate::machine::boot::loader::{self, EntryProtocol, LoadedKernel};
 use crate::machine::boot::{acpi, mptable, params, regs, reset_vector};
 use crate::machine::cpuid::{self, CpuidOptions};
+use crate::machine::disk_thread::{DiskThread, DiskThreadError};
 use crate::machine::layout;
 use crate::machine::platform::{self, Platform, PlatformParams};
 use crate::machine::vcpu::{self, VcpuContext, VcpuControl, VcpuState, VcpuThread};
@@ -53,6 +54,8 @@ pub enum VmError {
     Platform(#[from] platform::PlatformError),
     #[error(transparent)]
     Vcpu(#[from] vcpu::VcpuError),
+    #[error(transparent)]
+    DiskThread(#[from] DiskThreadError),
     #[error("the kernel command line is invalid: {0}")]
     Cmdline(#[source] linux_loader::cmdline::Error),
     #[error("cannot write the kernel command line into guest memory: {0}")]
@@ -82,9 +85,11 @@ pub struct VmConfig {
 }
 
 pub struct Vm {
-    // Field order is drop order: threads are joined in `stop`, then devices,
-    // then the vCPU-less VM and its memory go.
+    // Field order is drop order: the vCPU threads and then the disk thread
+    // are joined in `stop`, then devices, then the vCPU-less VM and its
+    // memory go.
     threads: Vec<VcpuThread>,
+    disk: Option<DiskThread>,
     control: Arc<VcpuControl>,
     pub platform: Platform,
     pub fd: Arc<VmFd>,
@@ -174,7 +179,11 @@ impl Vm {
             vcpus.push(v);
         }
         sync_tscs(&vcpus)?;
-        let mut vm = Vm { threads: Vec::new(), control, platform, mem, fd, entry: kernel };
+        let disk = match &platform.blk {
+            Some(blk) => DiskThread::start(&fd, blk.clone(), cfg.vcpu_seccomp.clone())?,
+            None => None,
+        };
+        let mut vm = Vm { threads: Vec::new(), disk, control, platform, mem, fd, entry: kernel };
         for (id, v) in vcpus.into_iter().enumerate() {
             let ctx = VcpuContext {
                 id: id as u8,
@@ -218,6 +227,10 @@ impl Vm {
     /// can be dropped wherever suits the caller.
     pub fn stop(mut self) -> StoppedVm {
         self.join_vcpus();
+        // No request of this VM's may reach the disk after its reset.
+        if let Some(d) = &mut self.disk {
+            d.stop();
+        }
         StoppedVm { _vm: self }
     }
 

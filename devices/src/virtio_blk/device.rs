@@ -37,6 +37,7 @@ pub struct VirtioBlk {
     /// Present while queue 0 is enabled with registers that passed checks.
     queue: Option<Queue>,
     engine: Engine,
+    bar0_addr: u32,
     logs: Logs,
 }
 
@@ -148,8 +149,27 @@ impl VirtioBlk {
             mem: p.mem,
             queue: None,
             engine: Engine::new(p.disk, capacity, p.readonly, p.overlay, p.faults),
+            bar0_addr: p.bar0_addr,
             logs: Logs::default(),
         })
+    }
+
+    /// The guest-physical address of queue 0's notification register,
+    /// where the VMM may hang an ioeventfd (BAR0 never moves).
+    pub fn notify_address(&self) -> u64 {
+        u64::from(self.bar0_addr) + NOTIFY_OFFSET
+    }
+
+    /// A notification of queue 0 that came other than through the bus (an
+    /// ioeventfd): served as a write of 0 to the register would be, with
+    /// the same checks, so a guest gains nothing by the shortcut. The
+    /// register's width is not known here; KVM took any.
+    pub fn queue_notified(&mut self) {
+        if !self.config.memory_enabled() {
+            warn_limited!(self.logs.queue, "virtio-blk: notification with memory decoding off ignored");
+            return;
+        }
+        self.notify(0);
     }
 
     /// Disk size in 512-byte sectors.
@@ -216,8 +236,9 @@ impl VirtioBlk {
         }
     }
 
-    /// Completes every request the driver has made available, right here on
-    /// the notifying vCPU's thread.
+    /// Completes every request the driver has made available, on the
+    /// thread that brought the notification: the VMM's disk thread, or the
+    /// notifying vCPU's where there is none.
     fn process_queue(&mut self) {
         let mem = Arc::clone(&self.mem);
         let m: &GuestMemoryMmap = &mem;

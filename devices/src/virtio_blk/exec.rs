@@ -1,8 +1,9 @@
 //! Executing requests against the disk image, with the fault hook.
 //!
-//! Every request ends in exactly one status byte and one counter. Data
-//! moves through one fixed buffer in chunks, so a request's size costs time
-//! (bounded by [`MAX_REQUEST_BYTES`]), never memory.
+//! Every request ends in exactly one status byte and one counter. Reads go
+//! from the image straight into the guest's buffers (`guest_io`); writes
+//! move through one fixed buffer in chunks. Either way a request's size
+//! costs time (bounded by [`MAX_REQUEST_BYTES`]), never memory.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use vm_memory::{Bytes, GuestMemoryMmap};
 
+use super::guest_io;
 use super::overlay::Overlay;
 use super::regs::*;
 use super::request::{parse, Chain, Malformed, Request};
@@ -73,7 +75,7 @@ impl Engine {
     /// bytes written into the chain, status included; 0 when dropped.
     pub fn handle(&mut self, mem: &GuestMemoryMmap, chain: Chain<'_>) -> u32 {
         let (status_addr, (status, written)) = match parse(mem, chain) {
-            Ok(req) => (req.status, self.execute(req)),
+            Ok(req) => (req.status, self.execute(mem, req)),
             Err(Malformed::Bad(addr, why)) => {
                 warn_limited!(self.logs.malformed, "virtio-blk: malformed request: {why}; IOERR");
                 (addr, (S_IOERR, 0))
@@ -99,9 +101,9 @@ impl Engine {
         u32::try_from(written.saturating_add(1)).unwrap_or(u32::MAX)
     }
 
-    fn execute(&mut self, mut req: Request<'_>) -> Outcome {
+    fn execute(&mut self, mem: &GuestMemoryMmap, mut req: Request<'_>) -> Outcome {
         match req.kind {
-            T_IN => self.read(&mut req),
+            T_IN => self.read(mem, &req),
             T_OUT => self.write(&mut req),
             T_FLUSH => self.flush(),
             T_GET_ID => self.get_id(&mut req),
@@ -158,7 +160,7 @@ impl Engine {
         warn_limited!(self.logs.host_io, "virtio-blk: {what} failed: {e}; IOERR");
     }
 
-    fn read(&mut self, req: &mut Request<'_>) -> Outcome {
+    fn read(&mut self, mem: &GuestMemoryMmap, req: &Request<'_>) -> Outcome {
         if req.data_out != 0 {
             warn_limited!(self.logs.malformed, "virtio-blk: read request carries data for the device; IOERR");
             return (S_IOERR, 0);
@@ -169,25 +171,25 @@ impl Engine {
         if !self.may_proceed(BlockOp::Read, req.sector, len / SECTOR_SIZE) {
             return (S_IOERR, 0);
         }
-        let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(CHUNK as u64) as usize;
-            let buf = &mut self.buf[..n];
-            let step = self.disk.read_exact_at(buf, pos + done).and_then(|()| {
-                if let Some(o) = &self.overlay {
-                    // A poisoned lock only means another device panicked
-                    // mid-copy; the sectors it holds are still whole.
-                    o.lock().unwrap_or_else(PoisonError::into_inner).patch((pos + done) / SECTOR_SIZE, buf);
-                }
-                req.writer.write_all(buf)
-            });
-            if let Err(e) = step {
-                self.host_error("disk read", e);
-                return (S_IOERR, done);
+        let step = guest_io::read_into(&self.disk, pos, mem, &req.data_in_at).and_then(|()| {
+            let Some(o) = &self.overlay else {
+                return Ok(());
+            };
+            // A poisoned lock only means another device panicked mid-copy;
+            // the sectors it holds are still whole.
+            let o = o.lock().unwrap_or_else(PoisonError::into_inner);
+            for (i, kept) in o.held(req.sector, len / SECTOR_SIZE) {
+                guest_io::write_at(mem, &req.data_in_at, i * SECTOR_SIZE, kept)?;
             }
-            done += n as u64;
-            self.counters.bytes_read += n as u64;
+            Ok(())
+        });
+        if let Err(e) = step {
+            // The guest's buffers may hold part of the data: the status
+            // says none of it counts.
+            self.host_error("disk read", e);
+            return (S_IOERR, 0);
         }
+        self.counters.bytes_read += len;
         self.counters.reads += 1;
         (S_OK, len)
     }

@@ -12,20 +12,24 @@
 //!   at 0x3000 (queue 0 at 0x3000, multiplier 4). No MSI-X: the interrupt is
 //!   INTA#, asserted while the ISR has a bit set and cleared by reading it.
 //! - **Queue** (`request`, `exec`): one split virtqueue of up to 256 entries,
-//!   parsed by rust-vmm's `virtio-queue`. A notification is a BAR write on a
-//!   vCPU thread; the device processes the ring right there, synchronously.
+//!   parsed by rust-vmm's `virtio-queue`. A notification is a BAR write;
+//!   the device serves the ring on the thread that brings it: the VMM's
+//!   disk thread when it hangs an ioeventfd on the register
+//!   ([`VirtioBlk::notify_address`], [`VirtioBlk::queue_notified`]), else
+//!   the vCPU that wrote it.
 //! - **Requests**: IN, OUT, FLUSH (`sync_data`), GET_ID; anything else is
 //!   UNSUPP. Malformed chains complete with IOERR when they have somewhere
 //!   to put a status, and are returned unexecuted otherwise.
 //!
 //! Nothing here panics on guest input, writes outside guest RAM (every
 //! access goes through `vm-memory`'s checked accessors) or allocates per
-//! request in proportion to what the guest asks: data moves through one
-//! fixed 64 KiB buffer.
+//! request in proportion to what the guest asks: reads land straight in the
+//! guest's buffers, writes move through one fixed 64 KiB buffer.
 
 mod common_cfg;
 mod device;
 mod exec;
+mod guest_io;
 mod overlay;
 pub mod regs;
 mod request;
@@ -72,10 +76,10 @@ pub enum FaultDecision {
     Proceed,
     /// Complete with VIRTIO_BLK_S_IOERR without touching the disk.
     IoError,
-    /// Sleep, then proceed. The sleep happens on the vCPU thread that sent
-    /// the notification, with the device locked: that vCPU stalls, and any
-    /// other vCPU touching the disk's registers waits too, like a slow disk
-    /// behind a single-queue controller. Capped at [`MAX_FAULT_DELAY`].
+    /// Sleep, then proceed. The sleep happens on the thread serving the
+    /// queue, with the device locked: requests behind it wait, and so does
+    /// any vCPU touching the disk's registers, like a slow disk behind a
+    /// single-queue controller. Capped at [`MAX_FAULT_DELAY`].
     Delay(Duration),
 }
 
@@ -86,8 +90,8 @@ pub const MAX_FAULT_DELAY: Duration = Duration::from_secs(60);
 /// The fault policy. Asked once per well-formed request, after validation
 /// (bounds, read-only) and before the disk is touched; malformed and
 /// unsupported requests are not offered to it. Called with the device
-/// locked, on a vCPU thread: record or decide, never call back into the
-/// device.
+/// locked, on the thread serving the queue: record or decide, never call
+/// back into the device.
 pub trait BlockFaults: Send + Sync {
     /// `sector` and `sectors` are in 512-byte units; both are 0 for flush
     /// and get-id.

@@ -63,14 +63,18 @@ impl Overlay {
     /// Replaces, in `buf` (read from the image at sector `first`), every
     /// whole sector the guest has written since.
     pub fn patch(&self, first: u64, buf: &mut [u8]) {
-        if self.sectors.is_empty() {
-            return;
+        for (i, kept) in self.held(first, (buf.len() / SECTOR) as u64) {
+            let at = i as usize * SECTOR;
+            buf[at..at + SECTOR].copy_from_slice(kept);
         }
-        for (i, chunk) in buf.chunks_exact_mut(SECTOR).enumerate() {
-            if let Some(kept) = self.sectors.get(&(first + i as u64)) {
-                chunk.copy_from_slice(&kept[..]);
-            }
-        }
+    }
+
+    /// The sectors it holds among the `count` from `first`, each with its
+    /// index from `first`: what a read must show instead of the image's.
+    pub fn held(&self, first: u64, count: u64) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        // Most reads of a snapshot find nothing: skip the lookups then.
+        let count = if self.sectors.is_empty() { 0 } else { count };
+        (0..count).filter_map(move |i| self.sectors.get(&first.wrapping_add(i)).map(|s| (i, &s[..])))
     }
 }
 

@@ -32,6 +32,10 @@ pub(super) struct Request<'a> {
     pub data_out: u64,
     /// The writable bytes before the status byte.
     pub data_in: u64,
+    /// Where those bytes are, in order: what a read fills straight from
+    /// the disk. From the same walk as `status`, so the two agree however
+    /// the driver rewrites the table meanwhile; each checked writable.
+    pub data_in_at: Vec<(GuestAddress, u32)>,
     pub reader: Reader<'a>,
     pub writer: Writer<'a>,
     pub status: GuestAddress,
@@ -83,6 +87,19 @@ pub(super) fn parse<'a>(mem: &'a GuestMemoryMmap, chain: Chain<'a>) -> Result<Re
         return Err(bad("no room for the 16-byte request header"));
     }
 
+    let mut data_in_at = Vec::with_capacity(descs.len() - first_writable);
+    for (i, d) in descs.iter().enumerate().skip(first_writable) {
+        // The status byte is the last one of the last descriptor.
+        let len = if i + 1 == descs.len() { d.len() - 1 } else { d.len() };
+        if len == 0 {
+            continue;
+        }
+        if !mem.check_range(d.addr(), len as usize, Permissions::Write) {
+            return Err(bad("a writable descriptor is outside guest memory"));
+        }
+        data_in_at.push((d.addr(), len));
+    }
+
     // Both constructors check every descriptor against guest memory.
     let mut reader =
         Reader::new(mem, chain.clone()).map_err(|_| bad("a readable descriptor is outside guest memory"))?;
@@ -95,6 +112,9 @@ pub(super) fn parse<'a>(mem: &'a GuestMemoryMmap, chain: Chain<'a>) -> Result<Re
     // the streams hold. The status byte is split off the writer's end.
     let data_in = writer.available_bytes().checked_sub(1).ok_or(bad("the chain changed under us"))?;
     writer.split_at(data_in).map_err(|_| bad("the status byte cannot be split off"))?;
+    if data_in_at.iter().map(|&(_, n)| n as usize).sum::<usize>() != data_in {
+        return Err(bad("the chain changed under us"));
+    }
 
     let [t0, t1, t2, t3, _, _, _, _, s @ ..] = header;
     Ok(Request {
@@ -102,6 +122,7 @@ pub(super) fn parse<'a>(mem: &'a GuestMemoryMmap, chain: Chain<'a>) -> Result<Re
         sector: u64::from_le_bytes(s),
         data_out: reader.available_bytes() as u64,
         data_in: data_in as u64,
+        data_in_at,
         reader,
         writer,
         status,

@@ -252,3 +252,67 @@ fn used_entries_count_what_the_driver_gets_back() {
     assert_eq!(rig.dev.counters().used_entries, 3);
     assert_eq!(rig.dev.counters().reads, 3);
 }
+
+/// Reads land straight in the guest's buffers: scattered, of odd sizes,
+/// with a sector split across two of them, and the status byte sharing the
+/// last buffer.
+fn scattered_read(rig: &mut Rig, sector: u64) -> (Done, Vec<u8>) {
+    let bufs = [(DATA, 100u32), (DATA + 0x2000, 700), (DATA + 0x5000, 224), (DATA + 0x8000, 1025)];
+    let mut h = [0u8; 16];
+    h[8..].copy_from_slice(&sector.to_le_bytes());
+    rig.mem.write_slice(&h, GuestAddress(HDR)).unwrap();
+    rig.put_desc(0, HDR, 16, NEXT, 1);
+    for (i, &(addr, len)) in bufs.iter().enumerate() {
+        let last = i + 1 == bufs.len();
+        rig.mem.write_slice(&vec![0xAA; len as usize], GuestAddress(addr)).unwrap();
+        rig.put_desc(i as u16 + 1, addr, len, WRITE | if last { 0 } else { NEXT }, i as u16 + 2);
+    }
+    rig.push(0);
+    rig.kick();
+    let used = rig.take_used();
+    assert_eq!(used.len(), 1);
+    let mut got = Vec::new();
+    for &(addr, len) in &bufs {
+        let mut b = vec![0u8; len as usize];
+        rig.mem.read_slice(&mut b, GuestAddress(addr)).unwrap();
+        got.extend(b);
+    }
+    let status = got.pop().unwrap();
+    (Done { status, used_len: used[0].1 }, got)
+}
+
+#[test]
+fn a_read_fills_scattered_buffers_in_order() {
+    let disk = pattern(1 << 20, 5);
+    let mut rig = Rig::with_disk(&disk, false);
+    let (done, got) = scattered_read(&mut rig, 3);
+    assert_eq!(done, Done { status: S_OK, used_len: 2049 });
+    assert_eq!(got, disk[3 * 512..][..2048]);
+    assert_eq!(rig.dev.counters().bytes_read, 2048);
+}
+
+#[test]
+fn a_snapshot_sector_split_across_buffers_reads_back_whole() {
+    let disk = pattern(64 << 10, 6);
+    let mut rig = Rig::snapshot(&disk, 1 << 20);
+    // Sector 4 is bytes 512..1024 of a read from sector 3: it straddles
+    // the second and third buffers.
+    let mine = pattern(512, 0x5A);
+    assert_eq!(rig.write(4, &mine).status, S_OK);
+    let (done, got) = scattered_read(&mut rig, 3);
+    assert_eq!(done.status, S_OK);
+    assert_eq!(got[..512], disk[3 * 512..][..512]);
+    assert_eq!(got[512..1024], mine[..]);
+    assert_eq!(got[1024..], disk[5 * 512..][..1024]);
+}
+
+#[test]
+fn an_image_shrunk_under_the_device_fails_reads_past_its_end() {
+    let disk = pattern(1 << 20, 7);
+    let mut rig = Rig::with_disk(&disk, false);
+    rig.disk.as_file().set_len(4096).unwrap();
+    assert_eq!(rig.read(0, 4096).0.status, S_OK);
+    let (done, _) = rig.read(4, 4096);
+    assert_eq!(done.status, S_IOERR);
+    assert_eq!(rig.dev.counters().errors, 1);
+}

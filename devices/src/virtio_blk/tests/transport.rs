@@ -253,6 +253,35 @@ fn bar_needs_memory_space_and_bus_mastering() {
     assert_eq!(rig.take_used().len(), 1);
 }
 
+/// A notification through the VMM's ioeventfd is held to what a write of
+/// the register is: memory decoding and bus mastering on, the queue
+/// running; and then it is served like one.
+#[test]
+fn an_ioeventfd_notification_is_checked_like_a_register_write() {
+    let mut rig = Rig::new();
+    assert_eq!(rig.dev.notify_address(), u64::from(BAR) + NOTIFY_OFFSET);
+    let hdr = [0u8; 16];
+    rig.mem.write_slice(&hdr, GuestAddress(HDR)).unwrap();
+    rig.put_desc(0, HDR, 16, NEXT, 1);
+    rig.put_desc(1, DATA, 512, NEXT | WRITE, 2);
+    rig.put_desc(2, STATUS_AT, 1, WRITE, 0);
+    rig.push(0);
+    for off in [0, COMMAND_MEMORY, COMMAND_BUS_MASTER] {
+        rig.cfg_w(COMMAND, 2, u32::from(off));
+        rig.dev.queue_notified();
+        assert!(rig.take_used().is_empty(), "served with command {off:#x}");
+    }
+    rig.cfg_w(COMMAND, 2, u32::from(COMMAND_MEMORY | COMMAND_BUS_MASTER));
+    rig.dev.queue_notified();
+    assert_eq!(rig.take_used(), vec![(0, 513)]);
+    assert_eq!(rig.status_byte(), S_OK);
+    assert!(rig.line.level(), "the completion interrupts as after a register write");
+    rig.set_status(0);
+    rig.push(0);
+    rig.dev.queue_notified();
+    assert!(rig.take_used().is_empty(), "served after the driver reset the device");
+}
+
 #[test]
 fn every_bar_offset_and_width_is_safe() {
     let mut rig = Rig::new();

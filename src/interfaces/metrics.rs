@@ -36,6 +36,8 @@ pub struct Live {
     pub armed: bool,
     /// Every feed the guest made since kennel started, over all cycles.
     pub feeds: u64,
+    /// With `--rootfs-snapshot`: the guest's writes kennel holds in memory.
+    pub snapshot_bytes: Option<u64>,
 }
 
 /// Counters kept from the events.
@@ -123,7 +125,7 @@ impl MetricsFile {
         // sees the half-written temporary.
         let tmp = c(&[b".", file_name.as_bytes(), b".tmp"].concat())?;
         let m = MetricsFile { path: path.to_path_buf(), dir, name, tmp, counts: Counts::default() };
-        let live = Live { cycle: 0, state: State::Booting, paused: false, armed: false, feeds: 0 };
+        let live = Live { cycle: 0, state: State::Booting, paused: false, armed: false, feeds: 0, snapshot_bytes: None };
         m.write(&live, SystemTime::now())?;
         Ok(m)
     }
@@ -268,6 +270,14 @@ fn render(c: &Counts, live: &Live, now: SystemTime) -> String {
         &c.deadlines_missed,
     );
     o.by("kennel_faults_injected_total", "Faults injected (FAULT_INJECTED), by fault.", "fault", &c.faults);
+    if let Some(b) = live.snapshot_bytes {
+        o.one(
+            "kennel_disk_snapshot_bytes",
+            "gauge",
+            "With --rootfs-snapshot: the guest's disk writes held in kennel's memory (at most 1 GiB).",
+            b,
+        );
+    }
     o.0
 }
 
@@ -285,7 +295,7 @@ mod tests {
     }
 
     fn live(state: State) -> Live {
-        Live { cycle: 2, state, paused: false, armed: true, feeds: 41 }
+        Live { cycle: 2, state, paused: false, armed: true, feeds: 41, snapshot_bytes: None }
     }
 
     #[test]
@@ -325,6 +335,17 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn the_snapshots_memory_shows_only_with_a_snapshot() {
+        let c = Counts::default();
+        let at = UNIX_EPOCH;
+        assert!(!render(&c, &live(State::Alive), at).contains("kennel_disk_snapshot_bytes"));
+        let snap = Live { snapshot_bytes: Some(4096), ..live(State::Alive) };
+        let text = render(&c, &snap, at);
+        assert!(text.lines().any(|l| l == "kennel_disk_snapshot_bytes 4096"), "{text}");
+        assert!(text.contains("# TYPE kennel_disk_snapshot_bytes gauge"), "{text}");
     }
 
     #[test]

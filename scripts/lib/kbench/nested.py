@@ -57,7 +57,7 @@ import time
 
 from .host import run_feed, run_startup
 from .stats import interleave
-from .vmm import GUEST, Failed, Run, cpu_model, ev_ts, mem_outside_guest
+from .vmm import GUEST, Failed, Run, cpu_model, ev_ts, mem_outside_guest, metric
 
 KIT_BASE = "console=ttyS0 reboot=k panic=1 i6300esb.heartbeat=4 root=/dev/vda ro"
 KIT_FEEDER = ("init=/sbin/kennel-spin kennel_feeder.after_root=1 kennel_feeder.interval_ms=1000 "
@@ -103,11 +103,17 @@ def run_debian(vmm):
     d = os.path.join(GUEST, "debian")
     r = Run(vmm, os.path.join(d, "vmlinuz"), DEBIAN_CMDLINE, qmp=(vmm == "kennel"), linux=True,
             initrd=os.path.join(d, "initrd.img"), disk=os.path.join(d, "rootfs.img"),
-            disk_mode="snapshot", mem_mib=DEBIAN_MIB, vcpus=1)
+            disk_mode="snapshot", mem_mib=DEBIAN_MIB, vcpus=1, metrics=(vmm == "kennel"))
     try:
         i = r.wait_line(DAEMON_FEEDING, 400)
         res = {"boot_to_feed_s": r.lines[i][0] - r.t0,
                "mem": mem_outside_guest(r.proc.pid, r.mem_mib)}
+        # The guest's writes kennel holds (QEMU keeps them in a file, outside
+        # its Pss); the file is rewritten at WATCHDOG_FIRST_FEED, just before
+        # the daemon's line.
+        snap = metric(r, "kennel_disk_snapshot_bytes")
+        if snap is not None:
+            res["snapshot_kib"] = snap / 1024
         if vmm == "kennel":
             j = r.wait_event("WATCHDOG_FIRST_FEED", 10)
             res["event_minus_line_ms"] = (ev_ts(r.events[j][1]) - r.lines[i][0]) * 1e3

@@ -57,7 +57,7 @@ class Failed(Exception):
 class Run:
     def __init__(self, vmm, kernel, cmdline, *, qmp=False, paused=False, no_reboot=False,
                  linux=False, firmware="qboot", label="", mem_mib=MEM_MIB, initrd=None,
-                 disk=None, disk_mode="readonly", vcpus=None):
+                 disk=None, disk_mode="readonly", vcpus=None, metrics=False):
         """disk_mode: "readonly" (both VMMs open the image read-only) or
         "snapshot" (the guest may write; kennel keeps the writes in memory,
         QEMU in a temporary qcow2 file under TMPDIR)."""
@@ -66,6 +66,7 @@ class Run:
         self.dir = tempfile.mkdtemp(prefix=f"bench-{vmm}-", dir=scratch())
         self.qmp_path = os.path.join(self.dir, "qmp.sock") if qmp else None
         self.stderr_path = os.path.join(self.dir, "stderr")
+        self.metrics_path = os.path.join(self.dir, "metrics.prom") if metrics else None
         if vmm == "kennel":
             argv = [KENNEL, "run", "--kernel", kernel, "--cmdline", cmdline,
                     "--memory", str(mem_mib)]
@@ -82,6 +83,8 @@ class Run:
                 argv += ["--start-paused"]
             if no_reboot:
                 argv += ["--no-reboot"]
+            if self.metrics_path:
+                argv += ["--metrics", self.metrics_path]
         else:
             # -cpu host fails on PVM ("failed to set MSR 0x10a"), so does
             # -cpu max; qemu64 needs -pni there. On real KVM: the host's CPU,
@@ -319,6 +322,21 @@ class Run:
 
 # --------------------------------------------------------------------------
 # /proc readings
+
+def metric(run, name):
+    """A sample of kennel's metrics file (--metrics), or None."""
+    if not run.metrics_path:
+        return None
+    try:
+        with open(run.metrics_path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[0] == name:
+                    return float(parts[1])
+    except OSError:
+        pass
+    return None
+
 
 def mem_outside_guest(pid, mem_mib=MEM_MIB):
     """(Pss KiB, private KiB) over the mappings that are not guest RAM:

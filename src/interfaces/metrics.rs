@@ -125,7 +125,14 @@ impl MetricsFile {
         // sees the half-written temporary.
         let tmp = c(&[b".", file_name.as_bytes(), b".tmp"].concat())?;
         let m = MetricsFile { path: path.to_path_buf(), dir, name, tmp, counts: Counts::default() };
-        let live = Live { cycle: 0, state: State::Booting, paused: false, armed: false, feeds: 0, snapshot_bytes: None };
+        let live = Live {
+            cycle: 0,
+            state: State::Booting,
+            paused: false,
+            armed: false,
+            feeds: 0,
+            snapshot_bytes: None,
+        };
         m.write(&live, SystemTime::now())?;
         Ok(m)
     }

@@ -5,8 +5,10 @@
 //! does the disk I/O itself while the guest's vCPU stands still. With an
 //! ioeventfd on the register, KVM turns the write into an eventfd signal in
 //! the kernel and resumes the guest at once; this thread wakes and serves
-//! the queue, so the guest computes while its disk works (what QEMU's
-//! iothreads and cloud-hypervisor's virtio threads do). Where KVM refuses
+//! the queue (`QueueServer`: each request's I/O outside the device's lock,
+//! so the vCPU's ISR read after an interrupt never waits for the disk), and
+//! the guest computes while its disk works (what QEMU's iothreads and
+//! cloud-hypervisor's virtio threads do). Where KVM refuses
 //! the ioeventfd, the write still reaches the device through the bus and
 //! the vCPU serves the queue as before: slower, never wrong.
 
@@ -14,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use kennel_devices::virtio_blk::VirtioBlk;
+use kennel_devices::virtio_blk::{QueueServer, VirtioBlk};
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -52,7 +54,7 @@ impl DiskThread {
         seccomp: Option<Program>,
     ) -> Result<Option<Self>, DiskThreadError> {
         let kick = Arc::new(EventFd::new(0).map_err(DiskThreadError::EventFd)?);
-        let addr = lock(&dev).notify_address();
+        let addr = dev.lock().unwrap_or_else(PoisonError::into_inner).notify_address();
         let stop = Arc::new(AtomicBool::new(false));
         let (k, s) = (kick.clone(), stop.clone());
         let (confined_tx, confined) = std::sync::mpsc::channel();
@@ -69,7 +71,7 @@ impl DiskThread {
                 } else {
                     let _ = confined_tx.send(Ok(()));
                 }
-                serve(&k, &s, &dev);
+                serve(&k, &s, &QueueServer::new(dev));
             })
             .map_err(DiskThreadError::Spawn)?;
         let mut thread = Self { kick, stop, handle: Some(handle) };
@@ -110,13 +112,7 @@ impl Drop for DiskThread {
     }
 }
 
-fn lock(dev: &Mutex<VirtioBlk>) -> std::sync::MutexGuard<'_, VirtioBlk> {
-    // A panic elsewhere while holding the device leaves its state whole
-    // enough to serve or refuse requests; a dead disk is worse.
-    dev.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn serve(kick: &EventFd, stop: &AtomicBool, dev: &Mutex<VirtioBlk>) {
+fn serve(kick: &EventFd, stop: &AtomicBool, server: &QueueServer) {
     loop {
         // Several notifications since the last pass read as one: a pass
         // serves everything the driver has made available.
@@ -130,6 +126,6 @@ fn serve(kick: &EventFd, stop: &AtomicBool, dev: &Mutex<VirtioBlk>) {
         if stop.load(Ordering::Acquire) {
             return;
         }
-        lock(dev).queue_notified();
+        server.notified();
     }
 }

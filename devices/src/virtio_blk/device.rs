@@ -2,7 +2,7 @@
 //! dispatch, the queue's life cycle, and INTx.
 
 use std::sync::atomic::{fence, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
@@ -11,6 +11,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 use super::common_cfg::{CommonCfg, Effect, QueueRegs};
 use super::exec::Engine;
 use super::regs::*;
+use super::request::Chain;
 use super::{BlkCounters, BlkError, BlkParams};
 use crate::log_limit::LogLimit;
 use crate::pci::config_space::{
@@ -36,7 +37,13 @@ pub struct VirtioBlk {
     mem: Arc<GuestMemoryMmap>,
     /// Present while queue 0 is enabled with registers that passed checks.
     queue: Option<Queue>,
-    engine: Engine,
+    /// Bumped whenever `queue` goes away: a request served outside the
+    /// lock (`QueueServer`) completes only into the queue it came from.
+    queue_gen: u64,
+    /// Its own lock, so that a request's I/O never holds the device's:
+    /// a vCPU reading the ISR meanwhile is not kept waiting.
+    engine: Arc<Mutex<Engine>>,
+    used_entries: u64,
     bar0_addr: u32,
     logs: Logs,
 }
@@ -46,7 +53,7 @@ impl std::fmt::Debug for VirtioBlk {
         f.debug_struct("VirtioBlk")
             .field("status", &self.common.status())
             .field("isr", &self.isr)
-            .field("counters", &self.engine.counters)
+            .field("used_entries", &self.used_entries)
             .finish()
     }
 }
@@ -148,7 +155,9 @@ impl VirtioBlk {
             intx: IntxPin::new(p.irq),
             mem: p.mem,
             queue: None,
-            engine: Engine::new(p.disk, capacity, p.readonly, p.overlay, p.faults),
+            queue_gen: 0,
+            engine: Arc::new(Mutex::new(Engine::new(p.disk, capacity, p.readonly, p.overlay, p.faults))),
+            used_entries: 0,
             bar0_addr: p.bar0_addr,
             logs: Logs::default(),
         })
@@ -160,31 +169,19 @@ impl VirtioBlk {
         u64::from(self.bar0_addr) + NOTIFY_OFFSET
     }
 
-    /// A notification of queue 0 that came other than through the bus (an
-    /// ioeventfd): served as a write of 0 to the register would be, with
-    /// the same checks, so a guest gains nothing by the shortcut. The
-    /// register's width is not known here; KVM took any.
-    pub fn queue_notified(&mut self) {
-        if !self.config.memory_enabled() {
-            warn_limited!(self.logs.queue, "virtio-blk: notification with memory decoding off ignored");
-            return;
-        }
-        self.notify(0);
-    }
-
     /// Disk size in 512-byte sectors.
     pub fn capacity(&self) -> u64 {
-        self.engine.capacity()
+        lock(&self.engine).capacity()
     }
 
     pub fn counters(&self) -> BlkCounters {
-        self.engine.counters
+        BlkCounters { used_entries: self.used_entries, ..lock(&self.engine).counters }
     }
 
     /// What the driver's write of 0 to device_status does.
     fn device_reset(&mut self) {
         self.common.reset();
-        self.queue = None;
+        self.drop_queue();
         self.isr = 0;
         self.update_irq();
     }
@@ -215,7 +212,7 @@ impl VirtioBlk {
     fn set_needs_reset(&mut self) {
         let was_running = self.common.status() & S_DRIVER_OK != 0;
         self.common.needs_reset();
-        self.queue = None;
+        self.drop_queue();
         if was_running {
             self.isr |= ISR_CONFIG;
             self.update_irq();
@@ -225,14 +222,67 @@ impl VirtioBlk {
     fn notify(&mut self, value: u64) {
         if value != 0 {
             warn_limited!(self.logs.queue, "virtio-blk: notification for absent queue {value} ignored");
-        } else if !self.common.running() {
+        } else if self.may_serve() {
+            self.process_queue();
+        }
+    }
+
+    /// Whether a notification of queue 0 may be acted on now; says why not.
+    fn may_serve(&mut self) -> bool {
+        if !self.common.running() {
             warn_limited!(self.logs.queue, "virtio-blk: notification while the queue is not running ignored");
         } else if self.config.command() & COMMAND_BUS_MASTER == 0 {
             // A real device cannot reach memory without bus mastering; Linux
             // always enables it, so this is a guest bug worth seeing.
             warn_limited!(self.logs.queue, "virtio-blk: notification with bus mastering off ignored");
         } else {
-            self.process_queue();
+            return true;
+        }
+        false
+    }
+
+    fn drop_queue(&mut self) {
+        self.queue = None;
+        self.queue_gen = self.queue_gen.wrapping_add(1);
+    }
+
+    /// The next request the driver made available, for `QueueServer`;
+    /// None when there is none, or the ring is unusable (the device then
+    /// needs a reset).
+    fn take<'m>(&mut self, m: &'m GuestMemoryMmap) -> Option<(Chain<'m>, u64)> {
+        let q = self.queue.as_mut()?;
+        match q.iter(m) {
+            Ok(mut it) => it.next().map(|c| (c, self.queue_gen)),
+            Err(e) => {
+                warn_limited!(
+                    self.logs.queue,
+                    "virtio-blk: available ring unusable: {e}; device needs reset"
+                );
+                self.set_needs_reset();
+                None
+            }
+        }
+    }
+
+    /// Puts a request served outside the lock into the used ring, unless
+    /// its queue has gone meanwhile (the driver reset the device), and
+    /// interrupts as the driver wants.
+    fn complete(&mut self, m: &GuestMemoryMmap, head: u16, used_len: u32, gen: u64) {
+        let Some(q) = self.queue.as_mut().filter(|_| gen == self.queue_gen) else {
+            return;
+        };
+        if head >= q.size() {
+            // An empty chain, counted as dropped: no slot to go back to.
+            return;
+        }
+        if let Err(e) = q.add_used(m, head, used_len) {
+            warn_limited!(self.logs.queue, "virtio-blk: used ring write failed: {e}");
+            return;
+        }
+        self.used_entries += 1;
+        if self.interrupt_wanted() {
+            self.isr |= ISR_QUEUE;
+            self.update_irq();
         }
     }
 
@@ -266,7 +316,7 @@ impl VirtioBlk {
                 break;
             };
             let head = chain.head_index();
-            let used_len = self.engine.handle(m, chain);
+            let used_len = lock(&self.engine).handle(m, chain);
             if head >= q.size() {
                 // The chain was empty and has been counted as dropped; it
                 // has no slot to go back to.
@@ -277,7 +327,7 @@ impl VirtioBlk {
                 break;
             }
             completed += 1;
-            self.engine.counters.used_entries += 1;
+            self.used_entries += 1;
         }
         if broken {
             self.set_needs_reset();
@@ -379,6 +429,69 @@ impl PciDevice for VirtioBlk {
             _ => {
                 warn_limited!(self.logs.bad_access, "virtio-blk: write at BAR0+{offset:#x} ignored");
             }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock leaves state whole enough
+    // to serve or refuse requests; a dead disk is worse.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Serves queue 0 from a thread other than a vCPU's: the VMM's disk
+/// thread, woken by an ioeventfd on [`VirtioBlk::notify_address`].
+///
+/// Each request is taken off the ring and put back under the device's
+/// lock, and executed (the disk I/O) under the engine's alone, so a vCPU
+/// touching the device's registers meanwhile (the ISR read that follows
+/// each interrupt) waits for a ring update at most, never for the disk.
+pub struct QueueServer {
+    dev: Arc<Mutex<VirtioBlk>>,
+    engine: Arc<Mutex<Engine>>,
+    mem: Arc<GuestMemoryMmap>,
+}
+
+impl std::fmt::Debug for QueueServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueServer").finish_non_exhaustive()
+    }
+}
+
+impl QueueServer {
+    pub fn new(dev: Arc<Mutex<VirtioBlk>>) -> Self {
+        let (engine, mem) = {
+            let d = lock(&dev);
+            (d.engine.clone(), d.mem.clone())
+        };
+        Self { dev, engine, mem }
+    }
+
+    /// A notification of queue 0 that came other than through the bus (an
+    /// ioeventfd): held to the checks a write of the register meets (memory
+    /// decoding too: KVM signals whatever the command register says), so a
+    /// guest gains nothing by the shortcut; then every available request is
+    /// served, at most one ring's worth, as through the register.
+    pub fn notified(&self) {
+        let m: &GuestMemoryMmap = &self.mem;
+        let size = {
+            let mut d = lock(&self.dev);
+            if !d.config.memory_enabled() {
+                warn_limited!(d.logs.queue, "virtio-blk: notification with memory decoding off ignored");
+                return;
+            }
+            if !d.may_serve() {
+                return;
+            }
+            d.queue.as_ref().map_or(0, |q| q.size())
+        };
+        for _ in 0..size {
+            let Some((chain, gen)) = lock(&self.dev).take(m) else {
+                return;
+            };
+            let head = chain.head_index();
+            let used_len = lock(&self.engine).handle(m, chain);
+            lock(&self.dev).complete(m, head, used_len, gen);
         }
     }
 }

@@ -29,7 +29,12 @@ fn slices<'m>(
 
 /// Reads the image at `pos` into the buffers `at`, filling each in turn;
 /// all of them or an error (a short file is `UnexpectedEof`).
-pub(super) fn read_into(disk: &File, pos: u64, mem: &GuestMemoryMmap, at: &[(GuestAddress, u32)]) -> io::Result<()> {
+pub(super) fn read_into(
+    disk: &File,
+    pos: u64,
+    mem: &GuestMemoryMmap,
+    at: &[(GuestAddress, u32)],
+) -> io::Result<()> {
     let slices = slices(mem, at)?;
     let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard_mut()).collect();
     let mut iov: Vec<libc::iovec> =

@@ -15,8 +15,8 @@
 //!   parsed by rust-vmm's `virtio-queue`. A notification is a BAR write;
 //!   the device serves the ring on the thread that brings it: the VMM's
 //!   disk thread when it hangs an ioeventfd on the register
-//!   ([`VirtioBlk::notify_address`], [`VirtioBlk::queue_notified`]), else
-//!   the vCPU that wrote it.
+//!   ([`VirtioBlk::notify_address`], [`QueueServer`]: each request's I/O
+//!   outside the device's lock), else the vCPU that wrote it.
 //! - **Requests**: IN, OUT, FLUSH (`sync_data`), GET_ID; anything else is
 //!   UNSUPP. Malformed chains complete with IOERR when they have somewhere
 //!   to put a status, and are returned unexecuted otherwise.
@@ -45,7 +45,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::irq::InterruptLine;
 use crate::pci::ConfigSpaceError;
 
-pub use device::VirtioBlk;
+pub use device::{QueueServer, VirtioBlk};
 pub use overlay::{Full, Overlay};
 pub use regs::BAR0_SIZE;
 

@@ -95,7 +95,12 @@ impl Controller {
             paused: s.paused.is_some(),
             armed: s.armed,
             feeds: self.feeds_before + device,
-            snapshot_bytes: self.cfg.rootfs.as_ref().and_then(|r| r.overlay.as_ref()).map(|o| lock(o).bytes()),
+            snapshot_bytes: self
+                .cfg
+                .rootfs
+                .as_ref()
+                .and_then(|r| r.overlay.as_ref())
+                .map(|o| lock(o).bytes()),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! virtio-blk over 64 KiB of guest memory filled from the input, with a
 //! 16-sector temp-file disk. The driver init is done properly (reset,
 //! ACKNOWLEDGE, DRIVER, features, queue 0 from the input's addresses and
-//! size, DRIVER_OK); then the input's operations run: notifications,
+//! size, DRIVER_OK); then the input's operations run: notifications
+//! (through the register, and as the VMM's disk thread serves them),
 //! guest-memory rewrites (descriptor tables, rings, headers), arbitrary BAR
 //! and config accesses, system resets with a fresh init.
 //!
@@ -30,7 +31,7 @@ use vmm_sys_util::tempfile::TempFile;
 use kennel_devices::pci::PciDevice;
 use kennel_devices::virtio_blk::regs::*;
 use kennel_devices::virtio_blk::{
-    BlkCounters, BlkParams, BlockFaults, BlockOp, FaultDecision, Overlay, VirtioBlk,
+    BlkCounters, BlkParams, BlockFaults, BlockOp, FaultDecision, Overlay, QueueServer, VirtioBlk,
 };
 
 const MEM: usize = 64 << 10;
@@ -81,6 +82,9 @@ enum Op {
         value: u32,
     },
     SystemReset,
+    /// A notification through the VMM's ioeventfd: the queue served as the
+    /// disk thread serves it, each request outside the device's lock.
+    NotifyFromThread,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -103,7 +107,7 @@ fn width(w: u8) -> usize {
 }
 
 struct Rig {
-    dev: VirtioBlk,
+    dev: Arc<Mutex<VirtioBlk>>,
     mem: Arc<GuestMemoryMmap>,
     qsize: u16,
     avail: u64,
@@ -112,13 +116,17 @@ struct Rig {
 }
 
 impl Rig {
+    fn d(&self) -> std::sync::MutexGuard<'_, VirtioBlk> {
+        self.dev.lock().unwrap()
+    }
+
     fn bar_w(&mut self, off: u64, len: usize, v: u64) {
-        self.dev.bar_write(0, off, &v.to_le_bytes()[..len]);
+        self.d().bar_write(0, off, &v.to_le_bytes()[..len]);
     }
 
     fn bar_r(&mut self, off: u64, len: usize) -> u64 {
         let mut b = [0u8; 8];
-        self.dev.bar_read(0, off, &mut b[..len]);
+        self.d().bar_read(0, off, &mut b[..len]);
         u64::from_le_bytes(b)
     }
 
@@ -130,7 +138,7 @@ impl Rig {
     /// What Linux does at probe, with the input's queue parameters.
     fn init(&mut self, inp: &Input) {
         // pci_enable_device + pci_set_master
-        self.dev.config_write(0x04, &[0x06, 0x00]);
+        self.d().config_write(0x04, &[0x06, 0x00]);
         self.bar_w(DEVICE_STATUS, 1, 0);
         self.add_status(S_ACKNOWLEDGE);
         self.add_status(S_DRIVER);
@@ -215,6 +223,7 @@ fuzz_target!(|inp: Input| {
             mem: mem.clone(),
             faults: Arc::new(Faults(inp.faults)),
         })
+        .map(|d| Arc::new(Mutex::new(d)))
         .unwrap()
     };
     let dev = new_dev();
@@ -225,7 +234,7 @@ fuzz_target!(|inp: Input| {
     let mut transport_as_set_up = true;
 
     for op in inp.ops.iter().take(64) {
-        let before = rig.dev.counters();
+        let before = rig.d().counters();
         let mut notified = false;
         match op {
             Op::Notify => {
@@ -261,7 +270,11 @@ fuzz_target!(|inp: Input| {
             }
             Op::CfgWrite { offset, width: w, value } => {
                 let b = u64::from(*value).to_le_bytes();
-                rig.dev.config_write(u16::from(*offset), &b[..width(*w).min(4)]);
+                rig.d().config_write(u16::from(*offset), &b[..width(*w).min(4)]);
+            }
+            Op::NotifyFromThread => {
+                QueueServer::new(rig.dev.clone()).notified();
+                notified = true;
             }
             Op::SystemReset => {
                 rig.dev = new_dev();
@@ -271,7 +284,7 @@ fuzz_target!(|inp: Input| {
                 continue;
             }
         }
-        let after = rig.dev.counters();
+        let after = rig.d().counters();
         // What the device promises, from its own count of the used entries
         // it wrote, never from guest memory: the guest may poke the used
         // ring's idx (or anything else) between notifications.

@@ -46,7 +46,7 @@ fn looping_chain_is_dropped() {
     // `next` outside the table.
     rig.put_desc(0, HDR, 16, NEXT, 999);
     assert_eq!(run(&mut rig), ((0, 0), UNTOUCHED));
-    assert_eq!(rig.dev.counters().dropped, 3);
+    assert_eq!(rig.dev().counters().dropped, 3);
     still_works(&mut rig);
 }
 
@@ -76,7 +76,7 @@ fn descriptors_outside_guest_memory() {
     assert_eq!(run(&mut rig), ((0, 0), UNTOUCHED));
     rig.put_desc(2, u64::MAX, 1, WRITE, 0);
     assert_eq!(run(&mut rig).0, (0, 0));
-    let c = rig.dev.counters();
+    let c = rig.dev().counters();
     assert_eq!((c.errors, c.dropped, c.reads), (4, 2, 0));
     still_works(&mut rig);
 }
@@ -109,7 +109,8 @@ fn four_gib_lengths() {
     rig.put_desc(2, DATA, 0x0002_0000, WRITE, 0);
     assert_eq!(run(&mut rig).0 .1, 0, "dropped or refused, never executed");
     assert_eq!(rig.disk_bytes(), before);
-    assert_eq!(rig.dev.counters().reads + rig.dev.counters().writes, 0);
+    let c = rig.dev().counters();
+    assert_eq!(c.reads + c.writes, 0);
     still_works(&mut rig);
 }
 
@@ -127,8 +128,8 @@ fn chains_without_a_writable_status_byte() {
     // A lone header.
     rig.put_desc(0, HDR, 16, 0, 0);
     assert_eq!(run(&mut rig), ((0, 0), UNTOUCHED));
-    assert_eq!(rig.dev.counters().flushes, 0);
-    assert_eq!(rig.dev.counters().dropped, 3);
+    assert_eq!(rig.dev().counters().flushes, 0);
+    assert_eq!(rig.dev().counters().dropped, 3);
     assert!(rig.faults.calls().is_empty());
     still_works(&mut rig);
 }
@@ -160,7 +161,7 @@ fn wrong_descriptor_directions() {
     rig.put_desc(0, HDR, 8, NEXT, 3);
     assert_eq!(run(&mut rig).1, S_IOERR);
     assert_eq!(rig.disk_bytes(), before);
-    assert_eq!(rig.dev.counters().errors, 5);
+    assert_eq!(rig.dev().counters().errors, 5);
     still_works(&mut rig);
 }
 
@@ -171,7 +172,7 @@ fn head_index_outside_the_ring() {
     rig.push(u16::MAX);
     rig.kick();
     assert!(rig.take_used().is_empty(), "no slot to return them to");
-    assert_eq!(rig.dev.counters().dropped, 2);
+    assert_eq!(rig.dev().counters().dropped, 2);
     still_works(&mut rig);
 }
 
@@ -255,6 +256,6 @@ fn requests_larger_than_advertised_fail_without_touching_anything() {
         assert_eq!(run(&mut rig), ((0, 1), S_IOERR));
     }
     assert!(rig.faults.calls().is_empty());
-    let c = rig.dev.counters();
+    let c = rig.dev().counters();
     assert_eq!((c.errors, c.bytes_read, c.bytes_written), (2, 0, 0));
 }

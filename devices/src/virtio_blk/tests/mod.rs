@@ -8,7 +8,7 @@ mod transport;
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::tempfile::TempFile;
@@ -41,11 +41,45 @@ pub(super) use crate::irq::testing::RecordingLine as Line;
 pub(super) struct Script {
     pub(super) next: Mutex<VecDeque<FaultDecision>>,
     pub(super) calls: Mutex<Vec<(BlockOp, u64, u64)>>,
+    /// While set, a decision waits for `open` (see `hold`).
+    gate: Mutex<Option<Arc<Gate>>>,
 }
 impl BlockFaults for Script {
     fn decide(&self, op: BlockOp, sector: u64, sectors: u64) -> FaultDecision {
         self.calls.lock().unwrap().push((op, sector, sectors));
+        let gate = self.gate.lock().unwrap().clone();
+        if let Some(g) = gate {
+            g.pass();
+        }
         self.next.lock().unwrap().pop_front().unwrap_or(FaultDecision::Proceed)
+    }
+}
+
+/// Stops a request in the middle of its execution, where a real disk is
+/// slow, until the test lets it go.
+#[derive(Default)]
+pub(super) struct Gate {
+    state: Mutex<(bool, bool)>, // (a request is waiting, the gate is open)
+    changed: Condvar,
+}
+impl Gate {
+    fn pass(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.0 = true;
+        self.changed.notify_all();
+        while !s.1 {
+            s = self.changed.wait(s).unwrap();
+        }
+    }
+    pub(super) fn wait_for_request(&self) {
+        let mut s = self.state.lock().unwrap();
+        while !s.0 {
+            s = self.changed.wait(s).unwrap();
+        }
+    }
+    pub(super) fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
     }
 }
 impl Script {
@@ -54,6 +88,12 @@ impl Script {
     }
     pub(super) fn calls(&self) -> Vec<(BlockOp, u64, u64)> {
         self.calls.lock().unwrap().clone()
+    }
+    /// Every decision from now on waits at the returned gate.
+    pub(super) fn hold(&self) -> Arc<Gate> {
+        let g = Arc::new(Gate::default());
+        *self.gate.lock().unwrap() = Some(g.clone());
+        g
     }
 }
 
@@ -70,7 +110,10 @@ pub(super) struct Done {
 }
 
 pub(super) struct Rig {
-    pub(super) dev: VirtioBlk,
+    pub(super) dev: Arc<Mutex<VirtioBlk>>,
+    /// Set: notifications go through a `QueueServer`, as from the VMM's
+    /// disk thread, instead of the notify register.
+    pub(super) server: Option<QueueServer>,
     pub(super) mem: Arc<GuestMemoryMmap>,
     pub(super) line: Arc<Line>,
     pub(super) faults: Arc<Script>,
@@ -119,8 +162,19 @@ impl Rig {
         let line = Arc::new(Line::default());
         let faults = Arc::new(Script::default());
         let dev = Self::device(&disk, readonly, &overlay, &mem, &line, &faults);
-        let mut rig =
-            Self { dev, mem, line, faults, disk, avail_idx: 0, used_seen: 0, qsize: 0, readonly, overlay };
+        let mut rig = Self {
+            dev,
+            server: None,
+            mem,
+            line,
+            faults,
+            disk,
+            avail_idx: 0,
+            used_seen: 0,
+            qsize: 0,
+            readonly,
+            overlay,
+        };
         // pci_enable_device + pci_set_master
         rig.cfg_w(COMMAND, 2, u32::from(COMMAND_MEMORY | COMMAND_BUS_MASTER));
         rig
@@ -134,7 +188,7 @@ impl Rig {
         mem: &Arc<GuestMemoryMmap>,
         line: &Arc<Line>,
         faults: &Arc<Script>,
-    ) -> VirtioBlk {
+    ) -> Arc<Mutex<VirtioBlk>> {
         let writable = !readonly && overlay.is_none();
         let file = OpenOptions::new().read(true).write(writable).open(disk.as_path()).unwrap();
         VirtioBlk::new(BlkParams {
@@ -147,6 +201,7 @@ impl Rig {
             mem: mem.clone(),
             faults: faults.clone(),
         })
+        .map(|d| Arc::new(Mutex::new(d)))
         .unwrap()
     }
 
@@ -158,6 +213,19 @@ impl Rig {
         self.dev =
             Self::device(&self.disk, self.readonly, &self.overlay, &self.mem, &self.line, &self.faults);
         (self.avail_idx, self.used_seen, self.qsize) = (0, 0, 0);
+        if self.server.is_some() {
+            self.server = Some(QueueServer::new(self.dev.clone()));
+        }
+    }
+
+    pub(super) fn dev(&self) -> MutexGuard<'_, VirtioBlk> {
+        self.dev.lock().unwrap()
+    }
+
+    /// From now on, notify as the VMM's disk thread would.
+    pub(super) fn serve_from_a_thread(mut self) -> Self {
+        self.server = Some(QueueServer::new(self.dev.clone()));
+        self
     }
 
     /// A device the driver has brought up, on a 1 MiB patterned disk.
@@ -179,22 +247,22 @@ impl Rig {
 
     pub(super) fn cfg_r(&mut self, off: u16, len: usize) -> u32 {
         let mut b = [0u8; 4];
-        self.dev.config_read(off, &mut b[..len]);
+        self.dev().config_read(off, &mut b[..len]);
         u32::from_le_bytes(b)
     }
 
     pub(super) fn cfg_w(&mut self, off: u16, len: usize, v: u32) {
-        self.dev.config_write(off, &v.to_le_bytes()[..len]);
+        self.dev().config_write(off, &v.to_le_bytes()[..len]);
     }
 
     pub(super) fn bar_r(&mut self, off: u64, len: usize) -> u64 {
         let mut b = [0u8; 8];
-        self.dev.bar_read(0, off, &mut b[..len]);
+        self.dev().bar_read(0, off, &mut b[..len]);
         u64::from_le_bytes(b)
     }
 
     pub(super) fn bar_w(&mut self, off: u64, len: usize, v: u64) {
-        self.dev.bar_write(0, off, &v.to_le_bytes()[..len]);
+        self.dev().bar_write(0, off, &v.to_le_bytes()[..len]);
     }
 
     pub(super) fn status(&mut self) -> u8 {
@@ -295,7 +363,10 @@ impl Rig {
     }
 
     pub(super) fn kick(&mut self) {
-        self.bar_w(NOTIFY_OFFSET, 2, 0);
+        match &self.server {
+            Some(s) => s.notified(),
+            None => self.bar_w(NOTIFY_OFFSET, 2, 0),
+        }
     }
 
     pub(super) fn used_idx(&self) -> u16 {

@@ -15,9 +15,9 @@ fn read_returns_the_files_bytes() {
     let (done, data) = rig.read(100, 300 * 1024);
     assert_eq!(done.status, S_OK);
     assert_eq!(data, disk[100 * 512..][..300 * 1024]);
-    let last = rig.dev.capacity() - 1;
+    let last = rig.dev().capacity() - 1;
     assert_eq!(rig.read(last, 512).1, disk[disk.len() - 512..]);
-    let c = rig.dev.counters();
+    let c = rig.dev().counters();
     assert_eq!((c.reads, c.bytes_read, c.errors), (3, 4096 + 300 * 1024 + 512, 0));
 }
 
@@ -33,7 +33,7 @@ fn write_reaches_the_file() {
     assert_eq!(after[5 * 512 + data.len()..], before[5 * 512 + data.len()..], "nothing after");
     // And reads see it.
     assert_eq!(rig.read(5, 1024).1, data[..1024]);
-    let c = rig.dev.counters();
+    let c = rig.dev().counters();
     assert_eq!((c.writes, c.bytes_written), (1, data.len() as u64));
 }
 
@@ -41,13 +41,13 @@ fn write_reaches_the_file() {
 fn flush_and_get_id() {
     let mut rig = Rig::new();
     assert_eq!(rig.submit(T_FLUSH, 0, None), Done { status: S_OK, used_len: 1 });
-    assert_eq!(rig.dev.counters().flushes, 1);
+    assert_eq!(rig.dev().counters().flushes, 1);
     let done = rig.submit(T_GET_ID, 0, Some((20, true)));
     assert_eq!(done, Done { status: S_OK, used_len: 21 });
     let mut id = [0u8; 20];
     rig.mem.read_slice(&mut id, GuestAddress(DATA)).unwrap();
     assert_eq!(&id, b"kennel-rootfs\0\0\0\0\0\0\0");
-    assert_eq!(rig.dev.counters().get_ids, 1);
+    assert_eq!(rig.dev().counters().get_ids, 1);
     let calls = rig.faults.calls();
     assert_eq!(calls, vec![(BlockOp::Flush, 0, 0), (BlockOp::GetId, 0, 0)]);
 }
@@ -60,7 +60,7 @@ fn unsupported_types_answer_unsupp() {
         assert_eq!(rig.submit(kind, 0, Some((512, false))).status, S_UNSUPP, "type {kind}");
     }
     assert_eq!(rig.disk_bytes(), before);
-    assert_eq!(rig.dev.counters().unsupported, 6);
+    assert_eq!(rig.dev().counters().unsupported, 6);
     assert!(rig.faults.calls().is_empty(), "the policy is not asked about them");
 }
 
@@ -74,7 +74,7 @@ fn writes_to_a_read_only_disk_fail() {
     assert_eq!(done.status, S_OK);
     assert_eq!(data, disk[..512]);
     assert_eq!(rig.submit(T_FLUSH, 0, None).status, S_OK);
-    assert_eq!(rig.dev.counters().errors, 1);
+    assert_eq!(rig.dev().counters().errors, 1);
 }
 
 #[test]
@@ -107,7 +107,7 @@ fn a_full_snapshot_fails_new_writes_but_takes_rewrites() {
     assert_eq!(rig.read(8, 512).1, disk[8 * 512..9 * 512], "the refused write left data behind");
     assert_eq!(rig.write(1, &[3; 512]).status, S_OK, "a sector already held costs nothing");
     assert_eq!(rig.read(0, 1024).1, [[1u8; 512], [3u8; 512]].concat());
-    assert_eq!(rig.dev.counters().errors, 1);
+    assert_eq!(rig.dev().counters().errors, 1);
     assert_eq!(rig.disk_bytes(), disk);
 }
 
@@ -124,7 +124,7 @@ fn requests_beyond_the_end_fail() {
     assert_eq!(rig.write(u64::MAX, &[1; 512]).status, S_IOERR);
     assert_eq!(rig.read(0, 300).0.status, S_IOERR, "not a whole number of sectors");
     assert_eq!(rig.disk_bytes(), before);
-    assert_eq!(rig.dev.counters().errors, 7);
+    assert_eq!(rig.dev().counters().errors, 7);
     assert_eq!(rig.faults.calls(), vec![(BlockOp::Read, 15, 1)]);
 }
 
@@ -149,7 +149,7 @@ fn injected_io_error_leaves_the_disk_untouched() {
         calls,
         vec![(BlockOp::Write, 7, 2), (BlockOp::Read, 7, 1), (BlockOp::Flush, 0, 0), (BlockOp::GetId, 0, 0)]
     );
-    let c = rig.dev.counters();
+    let c = rig.dev().counters();
     assert_eq!((c.faults_injected, c.errors, c.writes, c.reads, c.flushes, c.get_ids), (4, 4, 0, 0, 0, 0));
     // Next time the write goes through.
     assert_eq!(rig.write(7, &[0x55; 1024]).status, S_OK);
@@ -172,7 +172,7 @@ fn injected_delay_stalls_then_proceeds() {
     assert_eq!(rig.write(2, &[9; 512]).status, S_OK);
     assert!(t.elapsed() >= delay);
     assert_eq!(rig.disk_bytes()[1024..1536], [9; 512]);
-    let c = rig.dev.counters();
+    let c = rig.dev().counters();
     assert_eq!((c.faults_injected, c.errors, c.reads, c.writes), (2, 0, 1, 1));
 }
 
@@ -181,7 +181,7 @@ fn proceed_is_the_default() {
     let mut rig = Rig::new();
     assert_eq!(NoFaults.decide(BlockOp::Write, 0, 1), FaultDecision::Proceed);
     assert_eq!(rig.read(0, 512).0.status, S_OK);
-    assert_eq!(rig.dev.counters().faults_injected, 0);
+    assert_eq!(rig.dev().counters().faults_injected, 0);
 }
 
 #[test]
@@ -249,8 +249,8 @@ fn used_entries_count_what_the_driver_gets_back() {
     for sector in 0..3 {
         assert_eq!(rig.read(sector, 512).0.status, S_OK);
     }
-    assert_eq!(rig.dev.counters().used_entries, 3);
-    assert_eq!(rig.dev.counters().reads, 3);
+    assert_eq!(rig.dev().counters().used_entries, 3);
+    assert_eq!(rig.dev().counters().reads, 3);
 }
 
 /// Reads land straight in the guest's buffers: scattered, of odd sizes,
@@ -288,7 +288,7 @@ fn a_read_fills_scattered_buffers_in_order() {
     let (done, got) = scattered_read(&mut rig, 3);
     assert_eq!(done, Done { status: S_OK, used_len: 2049 });
     assert_eq!(got, disk[3 * 512..][..2048]);
-    assert_eq!(rig.dev.counters().bytes_read, 2048);
+    assert_eq!(rig.dev().counters().bytes_read, 2048);
 }
 
 #[test]
@@ -314,5 +314,29 @@ fn an_image_shrunk_under_the_device_fails_reads_past_its_end() {
     assert_eq!(rig.read(0, 4096).0.status, S_OK);
     let (done, _) = rig.read(4, 4096);
     assert_eq!(done.status, S_IOERR);
-    assert_eq!(rig.dev.counters().errors, 1);
+    assert_eq!(rig.dev().counters().errors, 1);
+}
+
+/// The request paths again, served as the VMM's disk thread serves them.
+#[test]
+fn requests_served_from_a_thread_behave_the_same() {
+    let disk = pattern(1 << 20, 8);
+    let mut rig = Rig::with_disk(&disk, false).serve_from_a_thread();
+    let (done, got) = rig.read(7, 4096);
+    assert_eq!(done, Done { status: S_OK, used_len: 4097 });
+    assert_eq!(got, disk[7 * 512..][..4096]);
+    assert!(rig.line.level());
+    assert_eq!(rig.isr(), ISR_QUEUE);
+    let mine = pattern(1024, 0x33);
+    assert_eq!(rig.write(2, &mine).status, S_OK);
+    assert_eq!(rig.disk_bytes()[2 * 512..][..1024], mine[..]);
+    assert_eq!(rig.submit(T_FLUSH, 0, None).status, S_OK);
+    rig.faults.push(FaultDecision::IoError);
+    assert_eq!(rig.read(0, 512).0.status, S_IOERR);
+    assert_eq!(rig.read(1 << 11, 512).0.status, S_IOERR, "beyond the end");
+    let (done, got) = scattered_read(&mut rig, 9);
+    assert_eq!(done.status, S_OK);
+    assert_eq!(got, disk[9 * 512..][..2048]);
+    let c = rig.dev().counters();
+    assert_eq!((c.reads, c.writes, c.flushes, c.errors, c.used_entries), (2, 1, 1, 2, 6));
 }

@@ -162,7 +162,7 @@ fn device_config_describes_the_disk() {
     assert_eq!(rig.bar_r(base + 8, 4), u64::from(SIZE_MAX));
     assert_eq!(rig.bar_r(base + 12, 4), u64::from(SEG_MAX));
     assert_eq!(rig.bar_r(base + 20, 4), 512);
-    assert_eq!(rig.dev.capacity(), 3);
+    assert_eq!(rig.dev().capacity(), 3);
     rig.bar_w(base, 4, 0x1234);
     assert_eq!(rig.bar_r(base, 8), 3, "device config is read-only");
     rig.linux_init();
@@ -230,7 +230,7 @@ fn system_reset_restores_power_on_state() {
     assert_eq!(rig.cfg_r(0x10, 4), BAR, "BAR0 stays placed");
     rig.cfg_w(COMMAND, 2, u32::from(COMMAND_MEMORY | COMMAND_BUS_MASTER));
     assert_eq!(rig.status(), 0);
-    assert_eq!(rig.dev.counters().reads, 0, "a new device counts from zero");
+    assert_eq!(rig.dev().counters().reads, 0, "a new device counts from zero");
     rig.linux_init();
     assert_eq!(rig.read(0, 512).0.status, S_OK);
 }
@@ -253,13 +253,13 @@ fn bar_needs_memory_space_and_bus_mastering() {
     assert_eq!(rig.take_used().len(), 1);
 }
 
-/// A notification through the VMM's ioeventfd is held to what a write of
-/// the register is: memory decoding and bus mastering on, the queue
-/// running; and then it is served like one.
+/// A notification through the VMM's ioeventfd (a `QueueServer`) is held to
+/// what a write of the register is: memory decoding and bus mastering on,
+/// the queue running; and then it is served like one.
 #[test]
 fn an_ioeventfd_notification_is_checked_like_a_register_write() {
-    let mut rig = Rig::new();
-    assert_eq!(rig.dev.notify_address(), u64::from(BAR) + NOTIFY_OFFSET);
+    let mut rig = Rig::new().serve_from_a_thread();
+    assert_eq!(rig.dev().notify_address(), u64::from(BAR) + NOTIFY_OFFSET);
     let hdr = [0u8; 16];
     rig.mem.write_slice(&hdr, GuestAddress(HDR)).unwrap();
     rig.put_desc(0, HDR, 16, NEXT, 1);
@@ -268,18 +268,45 @@ fn an_ioeventfd_notification_is_checked_like_a_register_write() {
     rig.push(0);
     for off in [0, COMMAND_MEMORY, COMMAND_BUS_MASTER] {
         rig.cfg_w(COMMAND, 2, u32::from(off));
-        rig.dev.queue_notified();
+        rig.kick();
         assert!(rig.take_used().is_empty(), "served with command {off:#x}");
     }
     rig.cfg_w(COMMAND, 2, u32::from(COMMAND_MEMORY | COMMAND_BUS_MASTER));
-    rig.dev.queue_notified();
+    rig.kick();
     assert_eq!(rig.take_used(), vec![(0, 513)]);
     assert_eq!(rig.status_byte(), S_OK);
     assert!(rig.line.level(), "the completion interrupts as after a register write");
     rig.set_status(0);
     rig.push(0);
-    rig.dev.queue_notified();
+    rig.kick();
     assert!(rig.take_used().is_empty(), "served after the driver reset the device");
+}
+
+/// While the disk thread executes a request, the device itself is free: a
+/// vCPU can read its registers, and a driver that resets the device then
+/// gets nothing back into the queue it dropped.
+#[test]
+fn a_request_in_flight_holds_only_the_engine() {
+    let mut rig = Rig::new().serve_from_a_thread();
+    let gate = rig.faults.hold();
+    rig.mem.write_slice(&[0u8; 16], GuestAddress(HDR)).unwrap();
+    rig.put_desc(0, HDR, 16, NEXT, 1);
+    rig.put_desc(1, DATA, 512, NEXT | WRITE, 2);
+    rig.put_desc(2, STATUS_AT, 1, WRITE, 0);
+    rig.push(0);
+    let server = rig.server.take().unwrap();
+    let thread = std::thread::spawn(move || server.notified());
+    gate.wait_for_request();
+    // The request is between its fault decision and its disk read.
+    assert!(rig.dev.try_lock().is_ok(), "the device is locked during the I/O");
+    assert_eq!(rig.isr(), 0);
+    rig.set_status(0);
+    gate.open();
+    thread.join().unwrap();
+    assert!(rig.take_used().is_empty(), "a completion reached the queue the driver reset");
+    assert!(!rig.line.level());
+    assert_eq!(rig.dev().counters().reads, 1, "the read itself went ahead, as on a real disk");
+    assert_eq!(rig.dev().counters().used_entries, 0);
 }
 
 #[test]
@@ -292,9 +319,9 @@ fn every_bar_offset_and_width_is_safe() {
                     continue;
                 }
                 let mut b = vec![0u8; len];
-                rig.dev.bar_read(bar, off, &mut b);
-                rig.dev.bar_write(bar, off, &vec![0xFF; len]);
-                rig.dev.bar_write(bar, off, &vec![0x00; len]);
+                rig.dev().bar_read(bar, off, &mut b);
+                rig.dev().bar_write(bar, off, &vec![0xFF; len]);
+                rig.dev().bar_write(bar, off, &vec![0x00; len]);
             }
         }
     }
@@ -312,8 +339,8 @@ fn every_config_offset_is_safe() {
                 continue; // keep the device reachable
             }
             let mut b = vec![0u8; len];
-            rig.dev.config_read(off, &mut b);
-            rig.dev.config_write(off, &vec![0xFF; len]);
+            rig.dev().config_read(off, &mut b);
+            rig.dev().config_write(off, &vec![0xFF; len]);
         }
     }
     rig.cfg_w(0x10, 4, BAR);
@@ -328,7 +355,7 @@ fn wired_like_the_vmm_does_it() {
     use crate::pci::{PciBus, PciConfigIo};
 
     let rig = Rig::bare(&pattern(4096, 0), false);
-    let dev = Arc::new(Mutex::new(rig.dev));
+    let dev = rig.dev.clone();
     let mut pci = PciBus::new();
     let mut mmio = Bus::new();
     pci.attach(4, dev.clone(), &mut mmio).unwrap();

@@ -264,77 +264,53 @@ impl VirtioBlk {
         }
     }
 
-    /// Puts a request served outside the lock into the used ring, unless
-    /// its queue has gone meanwhile (the driver reset the device), and
-    /// interrupts as the driver wants.
-    fn complete(&mut self, m: &GuestMemoryMmap, head: u16, used_len: u32, gen: u64) {
+    /// Puts a served request into the used ring, unless its queue has gone
+    /// meanwhile (the driver reset the device while it was served outside
+    /// the lock); true when the driver gets an entry.
+    fn complete(&mut self, m: &GuestMemoryMmap, head: u16, used_len: u32, gen: u64) -> bool {
         let Some(q) = self.queue.as_mut().filter(|_| gen == self.queue_gen) else {
-            return;
+            return false;
         };
         if head >= q.size() {
             // An empty chain, counted as dropped: no slot to go back to.
-            return;
+            return false;
         }
         if let Err(e) = q.add_used(m, head, used_len) {
             warn_limited!(self.logs.queue, "virtio-blk: used ring write failed: {e}");
-            return;
+            return false;
         }
         self.used_entries += 1;
+        true
+    }
+
+    /// Tells the driver about used entries, as it wants.
+    fn interrupt_queue(&mut self) {
         if self.interrupt_wanted() {
             self.isr |= ISR_QUEUE;
             self.update_irq();
         }
     }
 
-    /// Completes every request the driver has made available, on the
-    /// thread that brought the notification: the VMM's disk thread, or the
-    /// notifying vCPU's where there is none.
+    /// Completes every request the driver has made available, at most one
+    /// ring's worth, right here on the notifying vCPU's thread (the VMM has
+    /// no disk thread), with one interrupt at the end. A driver that keeps
+    /// refilling the ring from another vCPU notifies again after each
+    /// refill, so what is left is picked up then.
     fn process_queue(&mut self) {
         let mem = Arc::clone(&self.mem);
         let m: &GuestMemoryMmap = &mem;
-        let Some(q) = self.queue.as_mut() else {
-            return;
-        };
-        let mut completed = 0u32;
-        let mut broken = false;
-        // At most one ring's worth per notification: a driver that keeps
-        // refilling the ring from another vCPU notifies again after each
-        // refill, so what is left is picked up then.
-        for _ in 0..q.size() {
-            let chain = match q.iter(m) {
-                Ok(mut it) => it.next(),
-                Err(e) => {
-                    warn_limited!(
-                        self.logs.queue,
-                        "virtio-blk: available ring unusable: {e}; device needs reset"
-                    );
-                    broken = true;
-                    break;
-                }
-            };
-            let Some(chain) = chain else {
+        let size = self.queue.as_ref().map_or(0, |q| q.size());
+        let mut completed = false;
+        for _ in 0..size {
+            let Some((chain, gen)) = self.take(m) else {
                 break;
             };
             let head = chain.head_index();
             let used_len = lock(&self.engine).handle(m, chain);
-            if head >= q.size() {
-                // The chain was empty and has been counted as dropped; it
-                // has no slot to go back to.
-                continue;
-            }
-            if let Err(e) = q.add_used(m, head, used_len) {
-                warn_limited!(self.logs.queue, "virtio-blk: used ring write failed: {e}");
-                break;
-            }
-            completed += 1;
-            self.used_entries += 1;
+            completed |= self.complete(m, head, used_len, gen);
         }
-        if broken {
-            self.set_needs_reset();
-        }
-        if completed > 0 && self.interrupt_wanted() {
-            self.isr |= ISR_QUEUE;
-            self.update_irq();
+        if completed {
+            self.interrupt_queue();
         }
     }
 
@@ -491,7 +467,12 @@ impl QueueServer {
             };
             let head = chain.head_index();
             let used_len = lock(&self.engine).handle(m, chain);
-            lock(&self.dev).complete(m, head, used_len, gen);
+            let mut d = lock(&self.dev);
+            // One interrupt per request: the guest may start on the data
+            // while the next one is read.
+            if d.complete(m, head, used_len, gen) {
+                d.interrupt_queue();
+            }
         }
     }
 }

@@ -17,6 +17,9 @@ pub struct Run {
     pub svg: String,
     pub ok: bool,
     pub output: String,
+    /// kennel's own log lines at warning level or about resets: why the
+    /// guest went down, where the console cannot say.
+    pub log: String,
 }
 
 /// Runs `scripts/scenario NAME` (with `extra` arguments, e.g. `--guest
@@ -68,6 +71,13 @@ pub fn run(label: &str, name: &str, extra: &[&str]) -> Run {
         svg: std::fs::read_to_string(out.join("timeline.svg")).unwrap_or_default(),
         ok: status.success(),
         output,
+        log: std::fs::read_to_string(out.join("kennel.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| ["WARN", "ERROR", "reset", "triple"].iter().any(|k| l.contains(k)))
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n"),
     }
 }
 
@@ -176,10 +186,19 @@ pub fn ev(name: &str, cycle: u64, cause: &str) -> (String, u64, String) {
 impl Run {
     /// The scenario's output and the console's last lines: what a failure
     /// message needs (the console file is gone with the nested host).
+    /// Each boot but the last also shows how it ended: a guest that reset
+    /// itself (seen with Debian, cause unknown) says why only there.
     pub fn report(&self) -> String {
-        let lines: Vec<&str> = self.console.lines().collect();
-        let tail = lines[lines.len().saturating_sub(80)..].join("\n");
-        format!("{}\n--- console, last 80 lines ---\n{tail}", self.output)
+        let last = |text: &str, n: usize| {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        };
+        let mut out = format!("{}\n--- kennel's log, warnings and resets ---\n{}", self.output, self.log);
+        let boots: Vec<&str> = self.console.split("Linux version ").collect();
+        for (i, b) in boots.iter().enumerate().skip(1).take(boots.len().saturating_sub(2)) {
+            out += &format!("\n--- console, the end of boot {i} ---\n{}", last(b, 25));
+        }
+        out + &format!("\n--- console, last 80 lines ---\n{}", last(&self.console, 80))
     }
 }
 

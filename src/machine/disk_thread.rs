@@ -61,17 +61,12 @@ impl DiskThread {
         let handle = std::thread::Builder::new()
             .name("kennel-disk".into())
             .spawn(move || {
-                if let Some(p) = &seccomp {
-                    let r = seccomp::install(ThreadKind::Vcpu, p);
-                    let failed = r.is_err();
-                    let _ = confined_tx.send(r);
-                    if failed {
-                        return;
-                    }
-                } else {
-                    let _ = confined_tx.send(Ok(()));
+                let r = seccomp.as_ref().map_or(Ok(()), |p| seccomp::install(ThreadKind::Vcpu, p));
+                let confined = r.is_ok();
+                let _ = confined_tx.send(r);
+                if confined {
+                    serve(&k, &s, &QueueServer::new(dev));
                 }
-                serve(&k, &s, &QueueServer::new(dev));
             })
             .map_err(DiskThreadError::Spawn)?;
         let mut thread = Self { kick, stop, handle: Some(handle) };

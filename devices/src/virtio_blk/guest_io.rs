@@ -75,9 +75,6 @@ pub(super) fn read_into(
                 n = 0;
             }
         }
-        while first < iov.len() && iov[first].iov_len == 0 {
-            first += 1;
-        }
     }
     Ok(())
 }

@@ -77,9 +77,10 @@ pub enum FaultDecision {
     /// Complete with VIRTIO_BLK_S_IOERR without touching the disk.
     IoError,
     /// Sleep, then proceed. The sleep happens on the thread serving the
-    /// queue, with the device locked: requests behind it wait, and so does
-    /// any vCPU touching the disk's registers, like a slow disk behind a
-    /// single-queue controller. Capped at [`MAX_FAULT_DELAY`].
+    /// queue: requests behind it wait, like a slow disk behind a
+    /// single-queue controller. On the VMM's disk thread ([`QueueServer`])
+    /// the device's registers stay free meanwhile; on a vCPU's they wait
+    /// too. Capped at [`MAX_FAULT_DELAY`].
     Delay(Duration),
 }
 
@@ -89,9 +90,10 @@ pub const MAX_FAULT_DELAY: Duration = Duration::from_secs(60);
 
 /// The fault policy. Asked once per well-formed request, after validation
 /// (bounds, read-only) and before the disk is touched; malformed and
-/// unsupported requests are not offered to it. Called with the device
-/// locked, on the thread serving the queue: record or decide, never call
-/// back into the device.
+/// unsupported requests are not offered to it. Called on the thread
+/// serving the queue, with the request's engine locked (and the device too,
+/// unless a [`QueueServer`] serves it): record or decide, never call back
+/// into the device.
 pub trait BlockFaults: Send + Sync {
     /// `sector` and `sectors` are in 512-byte units; both are 0 for flush
     /// and get-id.

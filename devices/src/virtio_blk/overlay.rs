@@ -60,15 +60,6 @@ impl Overlay {
         Ok(())
     }
 
-    /// Replaces, in `buf` (read from the image at sector `first`), every
-    /// whole sector the guest has written since.
-    pub fn patch(&self, first: u64, buf: &mut [u8]) {
-        for (i, kept) in self.held(first, (buf.len() / SECTOR) as u64) {
-            let at = i as usize * SECTOR;
-            buf[at..at + SECTOR].copy_from_slice(kept);
-        }
-    }
-
     /// The sectors it holds among the `count` from `first`, each with its
     /// index from `first`: what a read must show instead of the image's.
     pub fn held(&self, first: u64, count: u64) -> impl Iterator<Item = (u64, &[u8])> + '_ {
@@ -84,6 +75,19 @@ mod tests {
 
     fn sectors(fill: &[u8]) -> Vec<u8> {
         fill.iter().flat_map(|&b| [b; SECTOR]).collect()
+    }
+
+    /// What a read of `buf` (the image's sectors from `first`) shows.
+    trait Patch {
+        fn patch(&self, first: u64, buf: &mut [u8]);
+    }
+    impl Patch for Overlay {
+        fn patch(&self, first: u64, buf: &mut [u8]) {
+            for (i, kept) in self.held(first, (buf.len() / SECTOR) as u64) {
+                let at = i as usize * SECTOR;
+                buf[at..at + SECTOR].copy_from_slice(kept);
+            }
+        }
     }
 
     #[test]

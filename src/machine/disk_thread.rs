@@ -118,9 +118,15 @@ fn serve(kick: &EventFd, stop: &AtomicBool, server: &QueueServer) {
             log::error!("the disk thread stops: cannot read its eventfd: {e}");
             return;
         }
+        // Requests the driver added while a pass ran came without a
+        // notification (it was asked not to send one): serve them too.
+        while !stop.load(Ordering::Acquire) {
+            if !server.notified() {
+                break;
+            }
+        }
         if stop.load(Ordering::Acquire) {
             return;
         }
-        server.notified();
     }
 }

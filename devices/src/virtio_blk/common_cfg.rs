@@ -135,7 +135,7 @@ impl CommonCfg {
         self.status |= S_NEEDS_RESET;
     }
 
-    #[cfg(test)]
+    /// What the driver accepted; final once FEATURES_OK has stuck.
     pub fn driver_features(&self) -> u64 {
         self.driver_features
     }

@@ -8,6 +8,12 @@ use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
+/// Passes a vCPU makes over the ring for one notification, a ring's worth
+/// each, when the driver keeps adding requests meanwhile (from another
+/// vCPU): bounded, so that a guest cannot keep a vCPU thread, and with it
+/// a reset, waiting in here.
+pub(super) const VCPU_PASSES: usize = 2;
+
 use super::common_cfg::{CommonCfg, Effect, QueueRegs};
 use super::exec::Engine;
 use super::regs::*;
@@ -109,14 +115,17 @@ fn device_config(capacity: u64) -> [u8; DEVICE_CFG_LEN] {
 /// Builds the queue the driver described, or says why not. The rings'
 /// extents are checked against guest memory once here; guest memory never
 /// changes at run time, so they stay valid.
-fn build_queue(mem: &GuestMemoryMmap, r: QueueRegs) -> Result<Queue, String> {
+fn build_queue(mem: &GuestMemoryMmap, r: QueueRegs, event_idx: bool) -> Result<Queue, String> {
     let mut q = Queue::new(QUEUE_MAX_SIZE).map_err(|e| e.to_string())?;
+    q.set_event_idx(event_idx);
     q.try_set_size(r.size).map_err(|_| format!("size {} is not a power of two up to 256", r.size))?;
     let misaligned = |what: &str, a: u64| format!("{what} at {a:#x} is misaligned");
     q.try_set_desc_table_address(GuestAddress(r.desc)).map_err(|_| misaligned("descriptor table", r.desc))?;
     q.try_set_avail_ring_address(GuestAddress(r.driver)).map_err(|_| misaligned("driver area", r.driver))?;
     q.try_set_used_ring_address(GuestAddress(r.device)).map_err(|_| misaligned("device area", r.device))?;
     let n = usize::from(r.size);
+    // The driver and device areas' last fields are used_event and
+    // avail_event, used with EVENT_IDX.
     let areas = [
         ("descriptor table", r.desc, 16 * n, Permissions::Read),
         ("driver area", r.driver, 6 + 2 * n, Permissions::Read),
@@ -143,7 +152,7 @@ impl VirtioBlk {
         }
         let capacity = size / SECTOR_SIZE;
         let config = build_config(p.bar0_addr, p.irq_line)?;
-        let mut offered = F_VERSION_1 | F_FLUSH | F_SEG_MAX | F_SIZE_MAX | F_BLK_SIZE;
+        let mut offered = F_VERSION_1 | F_FLUSH | F_SEG_MAX | F_SIZE_MAX | F_BLK_SIZE | F_EVENT_IDX;
         if p.readonly {
             offered |= F_RO;
         }
@@ -195,7 +204,8 @@ impl VirtioBlk {
     }
 
     fn enable_queue(&mut self) {
-        match build_queue(&self.mem, self.common.queue) {
+        let event_idx = self.common.driver_features() & F_EVENT_IDX != 0;
+        match build_queue(&self.mem, self.common.queue, event_idx) {
             Ok(q) => self.queue = Some(q),
             Err(why) => {
                 warn_limited!(
@@ -291,36 +301,91 @@ impl VirtioBlk {
         }
     }
 
-    /// Completes every request the driver has made available, at most one
-    /// ring's worth, right here on the notifying vCPU's thread (the VMM has
-    /// no disk thread), with one interrupt at the end. A driver that keeps
-    /// refilling the ring from another vCPU notifies again after each
-    /// refill, so what is left is picked up then.
+    /// While the device works through the ring, the driver need not notify
+    /// it of more: each notification is an exit. Without EVENT_IDX the
+    /// used ring's NO_NOTIFY flag says so; with it, `avail_event` simply
+    /// stays behind until `listen`.
+    fn quiet(&mut self, m: &GuestMemoryMmap) {
+        if let Some(q) = self.queue.as_mut() {
+            if let Err(e) = q.disable_notification(m) {
+                warn_limited!(self.logs.queue, "virtio-blk: used ring flags write failed: {e}");
+            }
+        }
+    }
+
+    /// Asks for notifications again, from the next request on; true when
+    /// the driver made requests available meanwhile, which no notification
+    /// will announce: the caller serves them now.
+    fn listen(&mut self, m: &GuestMemoryMmap) -> bool {
+        let Some(q) = self.queue.as_mut() else {
+            return false;
+        };
+        q.enable_notification(m).unwrap_or_else(|e| {
+            warn_limited!(self.logs.queue, "virtio-blk: notification suppression write failed: {e}");
+            false
+        })
+    }
+
+    /// Serves the requests `listen` found but a bounded pass left alone,
+    /// at the driver's next notification: with EVENT_IDX that one must be
+    /// asked for, since `avail_event` already lies behind the driver.
+    fn listen_from_the_driver_on(&mut self, m: &GuestMemoryMmap) {
+        let Some(q) = self.queue.as_ref().filter(|q| q.event_idx_enabled()) else {
+            return;
+        };
+        let avail_event = GuestAddress(q.used_ring() + 4 + 8 * u64::from(q.size()));
+        let latest = q.avail_idx(m, Ordering::Acquire).map(|i| i.0);
+        if let Err(e) = latest
+            .map_err(|e| e.to_string())
+            .and_then(|i| m.store(u16::to_le(i), avail_event, Ordering::Release).map_err(|e| e.to_string()))
+        {
+            warn_limited!(self.logs.queue, "virtio-blk: avail_event write failed: {e}");
+        }
+    }
+
+    /// Completes every request the driver has made available right here on
+    /// the notifying vCPU's thread (the VMM has no disk thread), at most
+    /// [`VCPU_PASSES`] rings' worth, with one interrupt at the end.
     fn process_queue(&mut self) {
         let mem = Arc::clone(&self.mem);
         let m: &GuestMemoryMmap = &mem;
-        let size = self.queue.as_ref().map_or(0, |q| q.size());
         let mut completed = false;
-        for _ in 0..size {
-            let Some((chain, gen)) = self.take(m) else {
+        let mut more = false;
+        for _ in 0..VCPU_PASSES {
+            self.quiet(m);
+            let size = self.queue.as_ref().map_or(0, |q| q.size());
+            for _ in 0..size {
+                let Some((chain, gen)) = self.take(m) else {
+                    break;
+                };
+                let head = chain.head_index();
+                let used_len = lock(&self.engine).handle(m, chain);
+                completed |= self.complete(m, head, used_len, gen);
+            }
+            more = self.listen(m);
+            if !more {
                 break;
-            };
-            let head = chain.head_index();
-            let used_len = lock(&self.engine).handle(m, chain);
-            completed |= self.complete(m, head, used_len, gen);
+            }
+        }
+        if more {
+            self.listen_from_the_driver_on(m);
         }
         if completed {
             self.interrupt_queue();
         }
     }
 
-    /// Without EVENT_IDX (not offered) the driver suppresses interrupts with
-    /// VRING_AVAIL_F_NO_INTERRUPT in the available ring's flags; honouring
-    /// it spares Linux interrupts that find nothing to do.
-    fn interrupt_wanted(&self) -> bool {
-        let Some(q) = &self.queue else {
+    /// Whether the driver wants an interrupt for the entries used since the
+    /// last one: with EVENT_IDX, when they reach its `used_event`; without,
+    /// unless the available ring's flags hold VRING_AVAIL_F_NO_INTERRUPT.
+    /// Either spares Linux interrupts that find nothing to do.
+    fn interrupt_wanted(&mut self) -> bool {
+        let Some(q) = self.queue.as_mut() else {
             return true;
         };
+        if q.event_idx_enabled() {
+            return q.needs_notification(&*self.mem).unwrap_or(true);
+        }
         // Our used-ring writes must be visible before the flags are read.
         fence(Ordering::SeqCst);
         let flags: u16 = self.mem.load(GuestAddress(q.avail_ring()), Ordering::Acquire).unwrap_or(0);
@@ -446,33 +511,37 @@ impl QueueServer {
     /// A notification of queue 0 that came other than through the bus (an
     /// ioeventfd): held to the checks a write of the register meets (memory
     /// decoding too: KVM signals whatever the command register says), so a
-    /// guest gains nothing by the shortcut; then every available request is
-    /// served, at most one ring's worth, as through the register.
-    pub fn notified(&self) {
+    /// guest gains nothing by the shortcut; then the available requests
+    /// are served, at most one ring's worth. True when more came meanwhile
+    /// that no notification will announce: call again (the caller may stop
+    /// first; the requests wait in the ring).
+    pub fn notified(&self) -> bool {
         let m: &GuestMemoryMmap = &self.mem;
         let size = {
             let mut d = lock(&self.dev);
             if !d.config.memory_enabled() {
                 warn_limited!(d.logs.queue, "virtio-blk: notification with memory decoding off ignored");
-                return;
+                return false;
             }
             if !d.may_serve() {
-                return;
+                return false;
             }
+            d.quiet(m);
             d.queue.as_ref().map_or(0, |q| q.size())
         };
         for _ in 0..size {
             let Some((chain, gen)) = lock(&self.dev).take(m) else {
-                return;
+                break;
             };
             let head = chain.head_index();
             let used_len = lock(&self.engine).handle(m, chain);
             let mut d = lock(&self.dev);
-            // One interrupt per request: the guest may start on the data
-            // while the next one is read.
+            // An interrupt as soon as the driver wants one: it may start on
+            // the data while the next request is read.
             if d.complete(m, head, used_len, gen) {
                 d.interrupt_queue();
             }
         }
+        lock(&self.dev).listen(m)
     }
 }

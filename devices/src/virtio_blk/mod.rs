@@ -17,6 +17,11 @@
 //!   disk thread when it hangs an ioeventfd on the register
 //!   ([`VirtioBlk::notify_address`], [`QueueServer`]: each request's I/O
 //!   outside the device's lock), else the vCPU that wrote it.
+//!   `VIRTIO_RING_F_EVENT_IDX` is offered: while the device works through
+//!   the ring the driver is asked not to notify (without EVENT_IDX, by the
+//!   used ring's NO_NOTIFY flag), what it added meanwhile is served before
+//!   the device asks to hear again, and interrupts come when the driver's
+//!   `used_event` (or, without EVENT_IDX, its NO_INTERRUPT flag) says.
 //! - **Requests**: IN, OUT, FLUSH (`sync_data`), GET_ID; anything else is
 //!   UNSUPP. Malformed chains complete with IOERR when they have somewhere
 //!   to put a status, and are returned unexecuted otherwise.

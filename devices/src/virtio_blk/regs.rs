@@ -90,6 +90,10 @@ pub const F_SEG_MAX: u64 = 1 << vb::VIRTIO_BLK_F_SEG_MAX;
 pub const F_RO: u64 = 1 << vb::VIRTIO_BLK_F_RO;
 pub const F_BLK_SIZE: u64 = 1 << vb::VIRTIO_BLK_F_BLK_SIZE;
 pub const F_FLUSH: u64 = 1 << vb::VIRTIO_BLK_F_FLUSH;
+/// The driver says in `used_event` which completion it wants an interrupt
+/// for, and the device in `avail_event` which request it wants a
+/// notification for: each side exits to the other only when it must.
+pub const F_EVENT_IDX: u64 = 1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
 // ---- the one queue ----
 pub const NUM_QUEUES_VALUE: u16 = 1;

@@ -4,6 +4,7 @@
 
 mod hostile;
 mod requests;
+mod suppression;
 mod transport;
 
 use std::collections::VecDeque;
@@ -14,6 +15,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::tempfile::TempFile;
 
 use super::regs::*;
+pub(super) const VRING_USED_F_NO_NOTIFY: u16 = virtio_bindings::virtio_ring::VRING_USED_F_NO_NOTIFY as u16;
 use super::*;
 use crate::pci::config_space::{COMMAND, COMMAND_BUS_MASTER, COMMAND_MEMORY};
 use crate::pci::PciDevice;
@@ -30,8 +32,10 @@ pub(super) const NEXT: u16 = 1;
 pub(super) const WRITE: u16 = 2;
 /// What the status byte holds until the device writes it.
 pub(super) const UNTOUCHED: u8 = 0xEE;
-/// Features Linux 6.1's virtio_blk asks for, among those we could offer.
-pub(super) const LINUX_WANTS: u64 = F_VERSION_1 | F_FLUSH | F_SEG_MAX | F_SIZE_MAX | F_BLK_SIZE | F_RO;
+/// Features Linux 6.1's virtio_blk asks for, among those we could offer
+/// (EVENT_IDX is the ring's, which virtio_ring keeps).
+pub(super) const LINUX_WANTS: u64 =
+    F_VERSION_1 | F_FLUSH | F_SEG_MAX | F_SIZE_MAX | F_BLK_SIZE | F_RO | F_EVENT_IDX;
 
 pub(super) use crate::irq::testing::RecordingLine as Line;
 
@@ -43,6 +47,8 @@ pub(super) struct Script {
     pub(super) calls: Mutex<Vec<(BlockOp, u64, u64)>>,
     /// While set, a decision waits for `open` (see `hold`).
     gate: Mutex<Option<Arc<Gate>>>,
+    /// Run at each decision: the guest acting while a request is served.
+    pub(super) meanwhile: Mutex<Option<Box<dyn Fn() + Send>>>,
 }
 impl BlockFaults for Script {
     fn decide(&self, op: BlockOp, sector: u64, sectors: u64) -> FaultDecision {
@@ -50,6 +56,9 @@ impl BlockFaults for Script {
         let gate = self.gate.lock().unwrap().clone();
         if let Some(g) = gate {
             g.pass();
+        }
+        if let Some(f) = &*self.meanwhile.lock().unwrap() {
+            f();
         }
         self.next.lock().unwrap().pop_front().unwrap_or(FaultDecision::Proceed)
     }
@@ -121,6 +130,13 @@ pub(super) struct Rig {
     pub(super) avail_idx: u16,
     pub(super) used_seen: u16,
     pub(super) qsize: u16,
+    /// Features `linux_init` asks for.
+    pub(super) wants: u64,
+    /// EVENT_IDX was negotiated.
+    pub(super) event_idx: bool,
+    /// With EVENT_IDX, `take_used` moves `used_event` on, as Linux's
+    /// virtblk_done does when it re-enables its callback.
+    pub(super) move_used_event: bool,
     readonly: bool,
     overlay: Option<Arc<Mutex<Overlay>>>,
 }
@@ -172,6 +188,9 @@ impl Rig {
             avail_idx: 0,
             used_seen: 0,
             qsize: 0,
+            wants: LINUX_WANTS,
+            event_idx: false,
+            move_used_event: true,
             readonly,
             overlay,
         };
@@ -312,6 +331,7 @@ impl Rig {
         self.add_status(S_DRIVER);
         self.write_driver_features(features);
         self.add_status(S_FEATURES_OK);
+        self.event_idx = features & F_EVENT_IDX != 0;
         self.status() & S_FEATURES_OK != 0
     }
 
@@ -337,7 +357,7 @@ impl Rig {
     /// The whole bring-up virtio_pci + virtio_blk do at probe.
     pub(super) fn linux_init(&mut self) {
         let offered = self.device_features();
-        assert!(self.negotiate(offered & LINUX_WANTS), "features refused");
+        assert!(self.negotiate(offered & self.wants), "features refused");
         self.setup_queue(DESC, AVAIL, USED);
         self.add_status(S_DRIVER_OK);
         assert_eq!(self.status(), S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
@@ -364,7 +384,7 @@ impl Rig {
 
     pub(super) fn kick(&mut self) {
         match &self.server {
-            Some(s) => s.notified(),
+            Some(s) => while s.notified() {},
             None => self.bar_w(NOTIFY_OFFSET, 2, 0),
         }
     }
@@ -383,7 +403,36 @@ impl Rig {
             out.push((id, len));
             self.used_seen = self.used_seen.wrapping_add(1);
         }
+        if self.event_idx && self.move_used_event {
+            self.set_used_event(self.used_seen);
+        }
         out
+    }
+
+    /// The driver's `used_event`: interrupt me once you have used this entry.
+    pub(super) fn set_used_event(&self, idx: u16) {
+        self.mem.write_obj(idx, GuestAddress(AVAIL + 4 + 2 * u64::from(self.qsize))).unwrap();
+    }
+
+    /// The device's `avail_event`: notify me once you have made this one
+    /// available.
+    pub(super) fn avail_event(&self) -> u16 {
+        self.mem.read_obj(GuestAddress(USED + 4 + 8 * u64::from(self.qsize))).unwrap()
+    }
+
+    pub(super) fn used_flags(&self) -> u16 {
+        self.mem.read_obj(GuestAddress(USED)).unwrap()
+    }
+
+    /// Whether Linux's virtqueue_kick_prepare would notify after making
+    /// `new - old` requests available, `old` being the index before them.
+    pub(super) fn kick_wanted(&self, old: u16, new: u16) -> bool {
+        if self.event_idx {
+            // vring_need_event
+            new.wrapping_sub(self.avail_event()).wrapping_sub(1) < new.wrapping_sub(old)
+        } else {
+            self.used_flags() & VRING_USED_F_NO_NOTIFY == 0
+        }
     }
 
     pub(super) fn status_byte(&self) -> u8 {

@@ -232,18 +232,6 @@ fn framing_is_not_assumed() {
 }
 
 #[test]
-fn no_interrupt_flag_is_honoured() {
-    let mut rig = Rig::new();
-    rig.mem.write_obj(1u16, GuestAddress(AVAIL)).unwrap();
-    assert_eq!(rig.read(0, 512).0.status, S_OK);
-    assert!(!rig.line.level());
-    assert_eq!(rig.isr(), 0);
-    rig.mem.write_obj(0u16, GuestAddress(AVAIL)).unwrap();
-    assert_eq!(rig.read(0, 512).0.status, S_OK);
-    assert!(rig.line.level());
-}
-
-#[test]
 fn used_entries_count_what_the_driver_gets_back() {
     let mut rig = Rig::new();
     for sector in 0..3 {

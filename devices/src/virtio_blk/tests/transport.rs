@@ -77,7 +77,7 @@ fn capability_walk_finds_all_four_structures() {
 fn linux_bring_up_and_feature_offer() {
     let mut rig = Rig::bare(&[0; 4096], false);
     let offered = rig.device_features();
-    assert_eq!(offered, F_VERSION_1 | F_FLUSH | F_SEG_MAX | F_SIZE_MAX | F_BLK_SIZE);
+    assert_eq!(offered, F_VERSION_1 | F_FLUSH | F_SEG_MAX | F_SIZE_MAX | F_BLK_SIZE | F_EVENT_IDX);
     rig.linux_init();
     rig.bar_w(COMMON_OFFSET + DRIVER_FEATURE_SELECT, 4, 1);
     assert_eq!(rig.bar_r(COMMON_OFFSET + DRIVER_FEATURE, 4), 1, "VERSION_1 accepted");

@@ -13,9 +13,11 @@
 //!   wrote (never the guest-writable used idx, which the guest may poke):
 //!   at most one ring's worth, no more than the requests it counted, and
 //!   none without a notification; each entry it wrote (found through the
-//!   idx it just wrote, while the ring is where the harness put it) names a
-//!   descriptor inside the ring and says no more than the data a request can
-//!   move plus its status byte;
+//!   idx it just wrote, while the ring is where the harness put it and no
+//!   writable buffer lies over the used ring or the descriptor table: the
+//!   device writes where the driver says, so such a driver gets garbage
+//!   there, as from any device) names a descriptor inside the ring and says
+//!   no more than the data a request can move plus its status byte;
 //! - nothing hangs (looping chains end: libFuzzer's -timeout catches it).
 #![no_main]
 
@@ -110,6 +112,7 @@ struct Rig {
     dev: Arc<Mutex<VirtioBlk>>,
     mem: Arc<GuestMemoryMmap>,
     qsize: u16,
+    desc: u64,
     avail: u64,
     used: u64,
     avail_idx: u16,
@@ -128,6 +131,22 @@ impl Rig {
         let mut b = [0u8; 8];
         self.d().bar_read(0, off, &mut b[..len]);
         u64::from_le_bytes(b)
+    }
+
+    /// Whether a descriptor in the table lets the device write over the
+    /// used ring or the table itself.
+    fn buffers_over_rings(&self) -> bool {
+        let n = u64::from(self.qsize);
+        let areas = [(self.used, 6 + 8 * n), (self.desc, 16 * n)];
+        (0..n).any(|i| {
+            let Ok(d) = self.mem.read_obj::<[u8; 16]>(GuestAddress(self.desc + 16 * i)) else {
+                return false;
+            };
+            let addr = u64::from_le_bytes(d[..8].try_into().unwrap());
+            let len = u64::from(u32::from_le_bytes(d[8..12].try_into().unwrap()));
+            let writable = u16::from_le_bytes([d[12], d[13]]) & 2 != 0;
+            writable && areas.iter().any(|&(a, l)| addr < a + l && a < addr.saturating_add(len))
+        })
     }
 
     fn add_status(&mut self, s: u8) {
@@ -162,6 +181,7 @@ impl Rig {
         self.bar_w(QUEUE_ENABLE, 2, 1);
         self.add_status(S_DRIVER_OK);
         self.qsize = size as u16;
+        self.desc = u64::from(inp.desc);
         self.avail = u64::from(inp.avail);
         self.used = u64::from(inp.used);
         self.avail_idx = self.mem.read_obj(GuestAddress(self.avail + 2)).unwrap_or(0);
@@ -227,7 +247,7 @@ fuzz_target!(|inp: Input| {
         .unwrap()
     };
     let dev = new_dev();
-    let mut rig = Rig { dev, mem: mem.clone(), qsize: 1, avail: 0, used: 0, avail_idx: 0 };
+    let mut rig = Rig { dev, mem: mem.clone(), qsize: 1, desc: 0, avail: 0, used: 0, avail_idx: 0 };
     rig.init(&inp);
     // The ring where `init` put it, at the size it chose: until a fuzzed BAR
     // write may have changed either.
@@ -235,6 +255,7 @@ fuzz_target!(|inp: Input| {
 
     for op in inp.ops.iter().take(64) {
         let before = rig.d().counters();
+        let clobbered = transport_as_set_up && rig.buffers_over_rings();
         let mut notified = false;
         match op {
             Op::Notify => {
@@ -297,7 +318,7 @@ fuzz_target!(|inp: Input| {
             // The entries it just wrote, where the idx it just wrote says,
             // as long as the ring is the one the harness set up (a fuzzed
             // BAR write may have moved or resized it).
-            if added > 0 && transport_as_set_up {
+            if added > 0 && transport_as_set_up && !clobbered {
                 let used_after: u16 = rig.mem.read_obj(GuestAddress(rig.used + 2)).unwrap();
                 for k in 0..added as u16 {
                     let slot = used_after.wrapping_sub(added as u16).wrapping_add(k) % rig.qsize;

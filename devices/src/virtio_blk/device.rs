@@ -206,7 +206,14 @@ impl VirtioBlk {
     fn enable_queue(&mut self) {
         let event_idx = self.common.driver_features() & F_EVENT_IDX != 0;
         match build_queue(&self.mem, self.common.queue, event_idx) {
-            Ok(q) => self.queue = Some(q),
+            Ok(q) => {
+                self.queue = Some(q);
+                // The used ring is the device's to write: a ring the driver
+                // reuses after a reset may still say "do not notify" from a
+                // pass the reset cut short.
+                let mem = Arc::clone(&self.mem);
+                self.listen(&mem);
+            }
             Err(why) => {
                 warn_limited!(
                     self.logs.queue,

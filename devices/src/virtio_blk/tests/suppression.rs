@@ -232,3 +232,26 @@ fn a_request_made_as_a_pass_ends_is_served_without_a_notification() {
         }
     }
 }
+
+/// A driver that resets the device and sets the queue up again on the same
+/// memory, without clearing the used ring, is still notified of.
+#[test]
+fn a_reused_ring_starts_out_asking_for_notifications() {
+    for wants in [LINUX_WANTS, LINUX_WANTS & !F_EVENT_IDX] {
+        let mut rig = with_ring(4, wants);
+        // What a pass cut short by a reset leaves behind.
+        rig.mem.write_obj(VRING_USED_F_NO_NOTIFY, GuestAddress(USED)).unwrap();
+        rig.mem.write_obj(77u16, GuestAddress(USED + 4 + 8 * 4)).unwrap();
+        let offered = rig.device_features();
+        assert!(rig.negotiate(offered & wants));
+        rig.bar_w(COMMON_OFFSET + QUEUE_SIZE, 2, 4);
+        rig.write64(QUEUE_DESC, DESC);
+        rig.write64(QUEUE_DRIVER, AVAIL);
+        rig.write64(QUEUE_DEVICE, USED);
+        rig.bar_w(COMMON_OFFSET + QUEUE_ENABLE, 2, 1);
+        rig.add_status(S_DRIVER_OK);
+        rig.mem.write_slice(&[0u8; 4], GuestAddress(AVAIL)).unwrap();
+        rig.avail_idx = 0;
+        assert!(rig.kick_wanted(0, 1), "event_idx {}", rig.event_idx);
+    }
+}

@@ -255,7 +255,9 @@ fuzz_target!(|inp: Input| {
 
     for op in inp.ops.iter().take(64) {
         let before = rig.d().counters();
-        let clobbered = transport_as_set_up && rig.buffers_over_rings();
+        // Read before the op: its writes could hide the buffer that made them.
+        let may_serve = matches!(op, Op::Notify | Op::BadNotify { .. } | Op::BarWrite { .. } | Op::NotifyFromThread);
+        let clobbered = may_serve && transport_as_set_up && rig.buffers_over_rings();
         let mut notified = false;
         match op {
             Op::Notify => {

@@ -120,11 +120,7 @@ fn serve(kick: &EventFd, stop: &AtomicBool, server: &QueueServer) {
         }
         // Requests the driver added while a pass ran came without a
         // notification (it was asked not to send one): serve them too.
-        while !stop.load(Ordering::Acquire) {
-            if !server.notified() {
-                break;
-            }
-        }
+        while !stop.load(Ordering::Acquire) && server.notified() {}
         if stop.load(Ordering::Acquire) {
             return;
         }

@@ -8,12 +8,6 @@ use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
-/// Passes a vCPU makes over the ring for one notification, a ring's worth
-/// each, when the driver keeps adding requests meanwhile (from another
-/// vCPU): bounded, so that a guest cannot keep a vCPU thread, and with it
-/// a reset, waiting in here.
-pub(super) const VCPU_PASSES: usize = 2;
-
 use super::common_cfg::{CommonCfg, Effect, QueueRegs};
 use super::exec::Engine;
 use super::regs::*;
@@ -26,6 +20,12 @@ use crate::pci::config_space::{
 use crate::pci::IntxPin;
 use crate::pci::{PciDevice, PlacedBar};
 use crate::warn_limited;
+
+/// Passes a vCPU makes over the ring for one notification, a ring's worth
+/// each, when the driver keeps adding requests meanwhile (from another
+/// vCPU): bounded, so that a guest cannot keep a vCPU thread, and with it
+/// a reset, waiting in here.
+pub(super) const VCPU_PASSES: usize = 2;
 
 #[derive(Default)]
 struct Logs {
@@ -341,11 +341,13 @@ impl VirtioBlk {
             return;
         };
         let avail_event = GuestAddress(q.used_ring() + 4 + 8 * u64::from(q.size()));
-        let latest = q.avail_idx(m, Ordering::Acquire).map(|i| i.0);
-        if let Err(e) = latest
-            .map_err(|e| e.to_string())
-            .and_then(|i| m.store(u16::to_le(i), avail_event, Ordering::Release).map_err(|e| e.to_string()))
-        {
+        let written = match q.avail_idx(m, Ordering::Acquire) {
+            Ok(latest) => {
+                m.store(u16::to_le(latest.0), avail_event, Ordering::Release).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = written {
             warn_limited!(self.logs.queue, "virtio-blk: avail_event write failed: {e}");
         }
     }

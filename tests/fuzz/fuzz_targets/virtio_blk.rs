@@ -104,6 +104,14 @@ struct Input {
     ops: Vec<Op>,
 }
 
+impl Op {
+    /// The operations that reach the notify register or the queue server
+    /// (a fuzzed BAR write may hit the register too).
+    fn may_serve(&self) -> bool {
+        matches!(self, Op::Notify | Op::BadNotify { .. } | Op::BarWrite { .. } | Op::NotifyFromThread)
+    }
+}
+
 fn width(w: u8) -> usize {
     [1, 2, 4, 8, 1, 2, 4, 8, 3, 0][usize::from(w % 10)]
 }
@@ -255,18 +263,15 @@ fuzz_target!(|inp: Input| {
 
     for op in inp.ops.iter().take(64) {
         let before = rig.d().counters();
+        let notified = op.may_serve();
         // Read before the op: its writes could hide the buffer that made them.
-        let may_serve = matches!(op, Op::Notify | Op::BadNotify { .. } | Op::BarWrite { .. } | Op::NotifyFromThread);
-        let clobbered = may_serve && transport_as_set_up && rig.buffers_over_rings();
-        let mut notified = false;
+        let clobbered = notified && transport_as_set_up && rig.buffers_over_rings();
         match op {
             Op::Notify => {
                 rig.bar_w(NOTIFY_OFFSET, 2, 0);
-                notified = true;
             }
             Op::BadNotify { value, width: w } => {
                 rig.bar_w(NOTIFY_OFFSET + u64::from(*value >> 16) % 8, width(*w), u64::from(*value));
-                notified = true;
             }
             Op::Poke { addr, bytes } => {
                 let a = u64::from(*addr);
@@ -286,7 +291,6 @@ fuzz_target!(|inp: Input| {
             Op::BarWrite { offset, width: w, value } => {
                 rig.bar_w(u64::from(*offset) % 0x4100, width(*w), *value);
                 transport_as_set_up = false;
-                notified = true;
             }
             Op::BarRead { offset, width: w } => {
                 rig.bar_r(u64::from(*offset) % 0x4100, width(*w));
@@ -297,7 +301,6 @@ fuzz_target!(|inp: Input| {
             }
             Op::NotifyFromThread => {
                 QueueServer::new(rig.dev.clone()).notified();
-                notified = true;
             }
             Op::SystemReset => {
                 rig.dev = new_dev();

@@ -15,10 +15,11 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::tempfile::TempFile;
 
 use super::regs::*;
-pub(super) const VRING_USED_F_NO_NOTIFY: u16 = virtio_bindings::virtio_ring::VRING_USED_F_NO_NOTIFY as u16;
 use super::*;
 use crate::pci::config_space::{COMMAND, COMMAND_BUS_MASTER, COMMAND_MEMORY};
 use crate::pci::PciDevice;
+
+pub(super) const VRING_USED_F_NO_NOTIFY: u16 = virtio_bindings::virtio_ring::VRING_USED_F_NO_NOTIFY as u16;
 
 pub(super) const BAR: u32 = 0xE000_0000;
 pub(super) const MEM_SIZE: usize = 4 << 20;
@@ -352,6 +353,21 @@ impl Rig {
         // A fresh ring: zeroed flags and indices.
         self.mem.write_slice(&[0u8; 4], GuestAddress(avail)).unwrap();
         self.mem.write_slice(&[0u8; 4], GuestAddress(used)).unwrap();
+    }
+
+    /// Reset, the offered features among `wants`, queue 0 at DESC, AVAIL
+    /// and USED with `size` entries, DRIVER_OK; the rings' memory is left as
+    /// it is.
+    pub(super) fn bring_up_with_ring(&mut self, size: u16, wants: u64) {
+        let offered = self.device_features();
+        assert!(self.negotiate(offered & wants), "features refused");
+        self.bar_w(COMMON_OFFSET + QUEUE_SIZE, 2, u64::from(size));
+        self.write64(QUEUE_DESC, DESC);
+        self.write64(QUEUE_DRIVER, AVAIL);
+        self.write64(QUEUE_DEVICE, USED);
+        self.bar_w(COMMON_OFFSET + QUEUE_ENABLE, 2, 1);
+        self.add_status(S_DRIVER_OK);
+        (self.qsize, self.avail_idx, self.used_seen) = (size, 0, 0);
     }
 
     /// The whole bring-up virtio_pci + virtio_blk do at probe.

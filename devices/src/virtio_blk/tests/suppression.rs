@@ -187,15 +187,7 @@ fn a_driver_that_never_stops_adding_lets_the_disk_thread_check_in() {
 /// A device the driver brought up with a ring of `size` entries.
 fn with_ring(size: u16, wants: u64) -> Rig {
     let mut rig = Rig::bare(&pattern(1 << 20, 0), false);
-    let offered = rig.device_features();
-    assert!(rig.negotiate(offered & wants));
-    rig.bar_w(COMMON_OFFSET + QUEUE_SIZE, 2, u64::from(size));
-    rig.write64(QUEUE_DESC, DESC);
-    rig.write64(QUEUE_DRIVER, AVAIL);
-    rig.write64(QUEUE_DEVICE, USED);
-    rig.bar_w(COMMON_OFFSET + QUEUE_ENABLE, 2, 1);
-    rig.add_status(S_DRIVER_OK);
-    rig.qsize = size;
+    rig.bring_up_with_ring(size, wants);
     rig
 }
 
@@ -242,16 +234,8 @@ fn a_reused_ring_starts_out_asking_for_notifications() {
         // What a pass cut short by a reset leaves behind.
         rig.mem.write_obj(VRING_USED_F_NO_NOTIFY, GuestAddress(USED)).unwrap();
         rig.mem.write_obj(77u16, GuestAddress(USED + 4 + 8 * 4)).unwrap();
-        let offered = rig.device_features();
-        assert!(rig.negotiate(offered & wants));
-        rig.bar_w(COMMON_OFFSET + QUEUE_SIZE, 2, 4);
-        rig.write64(QUEUE_DESC, DESC);
-        rig.write64(QUEUE_DRIVER, AVAIL);
-        rig.write64(QUEUE_DEVICE, USED);
-        rig.bar_w(COMMON_OFFSET + QUEUE_ENABLE, 2, 1);
-        rig.add_status(S_DRIVER_OK);
+        rig.bring_up_with_ring(4, wants);
         rig.mem.write_slice(&[0u8; 4], GuestAddress(AVAIL)).unwrap();
-        rig.avail_idx = 0;
         assert!(rig.kick_wanted(0, 1), "event_idx {}", rig.event_idx);
     }
 }

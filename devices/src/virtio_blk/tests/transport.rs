@@ -138,14 +138,7 @@ fn queue_registers_read_back_and_freeze_when_enabled() {
 #[test]
 fn smaller_queue_sizes_work() {
     let mut rig = Rig::bare(&pattern(8192, 1), false);
-    assert!(rig.negotiate(F_VERSION_1));
-    rig.bar_w(COMMON_OFFSET + QUEUE_SIZE, 2, 4);
-    rig.write64(QUEUE_DESC, DESC);
-    rig.write64(QUEUE_DRIVER, AVAIL);
-    rig.write64(QUEUE_DEVICE, USED);
-    rig.bar_w(COMMON_OFFSET + QUEUE_ENABLE, 2, 1);
-    rig.add_status(S_DRIVER_OK);
-    rig.qsize = 4;
+    rig.bring_up_with_ring(4, F_VERSION_1);
     for i in 0..10 {
         let (done, data) = rig.read(i, 512);
         assert_eq!(done.status, S_OK);

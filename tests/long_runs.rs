@@ -305,6 +305,40 @@ fn a_guest_hammering_the_watchdog_leaves_qmp_responsive() {
     hammered("mhz-none", "config=7 preload1=1 preload2=1 feeds=0", &["--watchdog-action", "none"]);
 }
 
+/// Writes all of `bytes` to a kennel that must keep reading; returns the
+/// longest wait for it to take more. In one CI run (stop 20) a 1 MiB write
+/// here took nothing for 20 s; it never happened again here, idle or with
+/// both cores busy, and the test then had only a bare `WouldBlock` to show.
+/// So a long wait is measured and printed, and only a kennel that takes
+/// nothing for a minute fails, with its threads' states and its log.
+fn write_watched(s: &mut UnixStream, mut bytes: &[u8], k: &mut Kennel) -> Duration {
+    const GIVE_UP: Duration = Duration::from_secs(60);
+    s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut longest = Duration::ZERO;
+    let mut since = Instant::now();
+    while !bytes.is_empty() {
+        match s.write(bytes) {
+            Ok(n) => {
+                longest = longest.max(since.elapsed());
+                since = Instant::now();
+                bytes = &bytes[n..];
+            }
+            Err(e)
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) =>
+            {
+                assert!(
+                    since.elapsed() < GIVE_UP,
+                    "kennel read nothing from a client for {GIVE_UP:?}\n{}\n{}",
+                    common::threads_report(k.pid()),
+                    k.transcript()
+                );
+            }
+            Err(e) => panic!("writing to kennel's QMP socket: {e}\n{}", k.transcript()),
+        }
+    }
+    longest
+}
+
 #[test]
 fn misbehaving_qmp_clients_do_not_hurt_others() {
     if !kvm_or_skip("misbehaving_qmp_clients_do_not_hurt_others") {
@@ -325,11 +359,11 @@ fn misbehaving_qmp_clients_do_not_hurt_others() {
     }
     // 10 MB with no newline and no end of message.
     let mut big = UnixStream::connect(&sock).unwrap();
-    big.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut chunk = b"{\"execute\":\"".to_vec();
     chunk.resize(1 << 20, b'a');
+    let mut big_stall = Duration::ZERO;
     for _ in 0..10 {
-        big.write_all(&chunk).unwrap();
+        big_stall = big_stall.max(write_watched(&mut big, &chunk, &mut k));
     }
     // Hundreds of connections, held open.
     let crowd: Vec<UnixStream> = (0..300).filter_map(|_| UnixStream::connect(&sock).ok()).collect();
@@ -337,7 +371,8 @@ fn misbehaving_qmp_clients_do_not_hurt_others() {
     let (worst, events) = good.worst_latency(Duration::from_secs(3));
     let rss1 = usage(k.pid()).rss_kib;
     eprintln!(
-        "abuse: {} crowd connections; good client worst {worst:?}, {events} events; RSS {rss0} -> {rss1} KiB",
+        "abuse: {} crowd connections; good client worst {worst:?}, {events} events; RSS {rss0} -> {rss1} KiB; \
+         the 10 MB sender's longest wait {big_stall:?}",
         crowd.len()
     );
     // Starvation by the crowd would show as seconds; a round trip here costs
@@ -348,8 +383,8 @@ fn misbehaving_qmp_clients_do_not_hurt_others() {
     // Outboxes are capped at 1 MiB per client and messages at 64 KiB.
     assert!(rss1 < rss0 + 20 * 1024, "RSS {rss0} -> {rss1} KiB");
     // The oversized message got its error and that connection still works.
-    big.write_all(b"\n{\"execute\":\"qmp_capabilities\"}").unwrap();
-    big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write_watched(&mut big, b"\n{\"execute\":\"qmp_capabilities\"}", &mut k);
+    big.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut got = vec![0u8; 4096];
     let n = big.read(&mut got).unwrap();
     assert!(n > 0, "oversized-message client closed");

@@ -151,10 +151,11 @@ def run_disk(vmm, disk):
         r.stop()
 
 
-def run_all(quick, only=None, linux_reps=None):
+def run_all(quick, only=None, linux_reps=None, reps=None):
     """Every real-KVM metric (or those sections named in `only`); returns the
-    results dict."""
-    reps = 3 if quick else 10
+    results dict. `reps` and `linux_reps` override the runs of each VMM in
+    the short sections and in the Linux ones."""
+    reps = reps or (3 if quick else 10)
     linux_reps = linux_reps or (1 if quick else 3)
     feeds = 2000 if quick else 5000
     scratch = os.environ.get("KENNEL_BENCH_SCRATCH") or "/tmp"

@@ -102,7 +102,7 @@ def render_section(rows, N, meta):
     lines += md_table(rows)
     errs = errors(N) + meta.get("notes", [])
     if errs:
-        lines += ["", "Runs that failed:", ""] + [f"- {e}" for e in errs]
+        lines += ["", "Runs that failed, and nested hosts that froze:", ""] + [f"- {e}" for e in errs]
     lines += ["", "### Method (real KVM)", "", "From `scripts/lib/kbench/nested.py`:", "",
               "```text", method, "```", ""]
     return "\n".join(lines)

@@ -151,12 +151,23 @@ def run_disk(vmm, disk):
         r.stop()
 
 
+# Sections of short bench.elf runs, made `reps` times for each VMM; the
+# others boot a Linux guest, `linux_reps` times.
+SHORT_SECTIONS = ("startup", "feed")
+
+
+def default_reps(quick):
+    """Runs of each VMM by default: (short sections, Linux sections)."""
+    return (3, 1) if quick else (10, 3)
+
+
 def run_all(quick, only=None, linux_reps=None, reps=None):
     """Every real-KVM metric (or those sections named in `only`); returns the
     results dict. `reps` and `linux_reps` override the runs of each VMM in
     the short sections and in the Linux ones."""
-    reps = reps or (3 if quick else 10)
-    linux_reps = linux_reps or (1 if quick else 3)
+    short, linux = default_reps(quick)
+    reps = reps or short
+    linux_reps = linux_reps or linux
     feeds = 2000 if quick else 5000
     scratch = os.environ.get("KENNEL_BENCH_SCRATCH") or "/tmp"
     R = {"reps": reps, "linux_reps": linux_reps, "feeds_per_run": feeds,

@@ -11,6 +11,7 @@ mod actions;
 mod power;
 mod qmp_control;
 mod reporting;
+mod timers;
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -23,6 +24,8 @@ use kennel_devices::clock::{Clock, PausableClock};
 use kvm_ioctls::Kvm;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::timerfd::TimerFd;
+
+use timers::arm;
 
 pub use qmp_control::ControllerHandle;
 
@@ -115,7 +118,7 @@ const TOKEN_HOUSEKEEPING: u32 = 7;
 const TOKEN_GRACE: u32 = 8;
 
 fn timer() -> Result<TimerFd, ControllerError> {
-    TimerFd::new().map_err(|e| ControllerError::Timer(e.into()))
+    timers::new().map_err(ControllerError::Timer)
 }
 
 impl Controller {
@@ -271,38 +274,35 @@ impl Controller {
     }
 }
 
-/// Arms `t` for clock time `at` (None disarms). timerfd treats a zero delay
-/// as "disarm", so a deadline already passed fires after a microsecond.
-fn arm(t: &mut TimerFd, at: Option<Duration>, now: Duration) {
-    let delay = at.map_or(Duration::ZERO, |at| at.saturating_sub(now).max(Duration::from_micros(1)));
-    if let Err(e) = t.reset(delay, None) {
-        log::error!("cannot arm a main-loop timer: {e}");
-    }
-}
-
 impl MutEventSubscriber for Controller {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         match events.data() {
             TOKEN_REQUESTS => self.drain_requests(),
+            // The watchdog's timer only wakes the loop: service_watchdog
+            // below polls the device whether or not it fired.
             TOKEN_WD_TIMER => {
-                let _ = self.wd_timer.wait();
+                timers::fired(&mut self.wd_timer);
             }
             TOKEN_DEADLINE => {
-                let _ = self.deadline_timer.wait();
-                self.input(Input::Tick);
+                if timers::fired(&mut self.deadline_timer) {
+                    self.input(Input::Tick);
+                }
             }
             TOKEN_STDIN => self.forward_stdin(ops),
             TOKEN_HANG => {
-                let _ = self.hang_timer.wait();
-                self.hang_now();
+                if timers::fired(&mut self.hang_timer) {
+                    self.hang_now();
+                }
             }
             TOKEN_HOUSEKEEPING => {
-                let _ = self.housekeeping.wait();
-                self.housekeeping();
+                if timers::fired(&mut self.housekeeping) {
+                    self.housekeeping();
+                }
             }
             TOKEN_GRACE => {
-                let _ = self.grace_timer.wait();
-                self.grace_timer_fired();
+                if timers::fired(&mut self.grace_timer) {
+                    self.grace_timer_fired();
+                }
             }
             TOKEN_SIGNAL => {
                 if let Some(sig) = self.signals.read() {

@@ -283,27 +283,12 @@ impl MutEventSubscriber for Controller {
             TOKEN_WD_TIMER => {
                 timers::fired(&mut self.wd_timer);
             }
-            TOKEN_DEADLINE => {
-                if timers::fired(&mut self.deadline_timer) {
-                    self.input(Input::Tick);
-                }
-            }
+            // A timer's arm matches only if it really fired (see timers).
+            TOKEN_DEADLINE if timers::fired(&mut self.deadline_timer) => self.input(Input::Tick),
             TOKEN_STDIN => self.forward_stdin(ops),
-            TOKEN_HANG => {
-                if timers::fired(&mut self.hang_timer) {
-                    self.hang_now();
-                }
-            }
-            TOKEN_HOUSEKEEPING => {
-                if timers::fired(&mut self.housekeeping) {
-                    self.housekeeping();
-                }
-            }
-            TOKEN_GRACE => {
-                if timers::fired(&mut self.grace_timer) {
-                    self.grace_timer_fired();
-                }
-            }
+            TOKEN_HANG if timers::fired(&mut self.hang_timer) => self.hang_now(),
+            TOKEN_HOUSEKEEPING if timers::fired(&mut self.housekeeping) => self.housekeeping(),
+            TOKEN_GRACE if timers::fired(&mut self.grace_timer) => self.grace_timer_fired(),
             TOKEN_SIGNAL => {
                 if let Some(sig) = self.signals.read() {
                     log::info!("signal {sig}: stopping the VM");

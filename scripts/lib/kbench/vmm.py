@@ -390,8 +390,9 @@ def sh(*argv, **kw):
 
 def setup(linux, debian=False):
     os.makedirs(OUT, exist_ok=True)
-    if not shutil.which(QEMU) or not os.path.exists(QBOOT):
-        sh("apt-get", "install", "-y", "qemu-system-x86")
+    # The project's setup, not an install of its own: it picks the QEMU the
+    # nested host needs (10, from bookworm-backports) and the test venv.
+    sh(os.path.join(REPO, "scripts", "setup"), stdout=subprocess.DEVNULL)
     sh("cargo", "build", "--release", "--quiet")
     sh(os.path.join(REPO, "scripts", "build-test-guests"))
     if linux:
